@@ -1,0 +1,129 @@
+"""Quality at an equal step budget, same architecture: SQ-VAE-2 vs VQ-VAE-2 and RSQ-VAE vs RQ-VAE.
+
+    .venv/bin/python benchmarks/tokenizer_quality.py --steps 3000 [--variants sqvae2 vqvae2 ...]
+
+Trains each variant with ``tokenizer.train.train`` on Fashion-MNIST (32x32), then prints and saves a table of
+test RMSE / PSNR, per-layer perplexity and codes used, throughput, and the start -> end trajectory of s_l^2
+and the mean quantization entropy (self-annealing, paper Figure 4b/4d). Results land in
+``runs/benchmarks/tokenizer_quality_<steps>/`` (``results.json``, ``results.md``, one run folder per variant).
+Runs one variant after another in this process, so throughputs are comparable within one table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+from tokenizer.config import from_dict
+from tokenizer.train import TrainConfig, train
+
+# Injected layout: (4^2, 512), (8^2, 512), as the reference VQ-VAE-2 measurement. Residual layout: 8^2 x 4
+# layers of K = 64 (Figure 3a sweeps K = 16..256 at L = 4).
+ARCH = dict(in_channels=1, hidden_channels=64, embedding_dim=64, num_res_blocks=1, num_stem_downsamples=2)
+INJECTED = dict(layers_per_resolution=[1, 1], codebook_sizes=[512, 512])
+RESIDUAL = dict(layers_per_resolution=[4], codebook_sizes=64)
+VQ = dict(quantizer="vq", commitment_cost=0.25, codebook_update="ema", ema_decay=0.99)
+RESET = dict(dead_code_threshold=1.0)
+
+VARIANTS: dict[str, dict] = {
+    "sqvae2": {**INJECTED, "quantizer": "sq"},
+    "vqvae2": {**INJECTED, **VQ},
+    "vqvae2_reset": {**INJECTED, **VQ, **RESET},
+    "rsqvae": {**RESIDUAL, "quantizer": "sq"},
+    "rqvae": {**RESIDUAL, **VQ},
+    "rqvae_reset": {**RESIDUAL, **VQ, **RESET},
+    "rsqvae_shared": {**RESIDUAL, "quantizer": "sq", "share_codebook": True},
+    "rqvae_shared": {**RESIDUAL, **VQ, "share_codebook": True},
+    "rqvae_shared_reset": {**RESIDUAL, **VQ, **RESET, "share_codebook": True},
+}
+
+
+def _trajectory(history_path: Path, key: str) -> tuple[list[float], list[float]]:
+    lines = [json.loads(line) for line in history_path.read_text().splitlines()]
+    return lines[0][key], lines[-1][key]
+
+
+def _fmt(values, digits=2) -> str:
+    return ", ".join(f"{v:.{digits}f}" if isinstance(v, float) else str(v) for v in values)
+
+
+def run(variants: list[str], steps: int, sq_overrides: dict, seed: int, out_root: Path) -> list[dict]:
+    rows = []
+    for name in variants:
+        model = {**ARCH, **VARIANTS[name]}
+        if model.get("quantizer") == "sq":
+            model.update(sq_overrides)
+        config = from_dict(
+            TrainConfig,
+            {
+                "model": model,
+                "data": {"batch_size": 32},
+                "optimizer": {"learning_rate": 1e-3, "max_steps": steps},
+                "output_dir": str(out_root / name),
+                "seed": seed,
+                "log_every": max(1, steps // 20),
+            },
+        )
+        result = train(config)
+        row = {"variant": name, "model": model, **result}
+        if model["quantizer"] == "sq":
+            row["variance_start_end"] = _trajectory(out_root / name / "history.jsonl", "variances")
+            row["entropy_start_end"] = _trajectory(out_root / name / "history.jsonl", "entropy")
+        rows.append(row)
+        (out_root / "results.json").write_text(json.dumps(rows, indent=2))
+    return rows
+
+
+def to_markdown(rows: list[dict], steps: int) -> str:
+    lines = [
+        f"Fashion-MNIST 32x32, batch 32, {steps} steps, Adam lr 1e-3 (0.9, 0.9), test split (10,000 images), "
+        "deterministic quantization at test.",
+        "",
+        "| variant | test RMSE | PSNR | perplexity per layer | codes used per layer | train img/s | final tau |"
+        " s^2 start -> end | entropy start -> end (nats) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        variance = entropy = "-"
+        if "variance_start_end" in r:
+            variance = f"{_fmt(r['variance_start_end'][0])} -> {_fmt(r['variance_start_end'][1])}"
+            entropy = f"{_fmt(r['entropy_start_end'][0])} -> {_fmt(r['entropy_start_end'][1])}"
+        tau = "-" if r["final_temperature"] is None else f"{r['final_temperature']:.3f}"
+        lines.append(
+            f"| {r['variant']} | {r['rmse']:.4f} | {r['psnr']:.2f} | {_fmt(r['perplexity'], 1)} | "
+            f"{_fmt(r['codes_used'])} | {r['train_images_per_second']:.0f} | {tau} | {variance} | {entropy} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--init-variance", type=float, default=None, help="SQ s^2 at initialisation")
+    parser.add_argument(
+        "--final-temperature",
+        type=float,
+        default=None,
+        help="set the SQ decay r so that tau reaches this value at the last step (r = -ln(tau) / steps)",
+    )
+    parser.add_argument("--output", type=Path, default=None)
+    args = parser.parse_args(argv)
+    sq_overrides = {}
+    if args.init_variance is not None:
+        sq_overrides["init_variance"] = args.init_variance
+    if args.final_temperature is not None:
+        sq_overrides["temperature_decay"] = -math.log(args.final_temperature) / args.steps
+    out_root = args.output or Path("runs/benchmarks") / f"tokenizer_quality_{args.steps}"
+    out_root.mkdir(parents=True, exist_ok=True)
+    rows = run(args.variants, args.steps, sq_overrides, args.seed, out_root)
+    table = to_markdown(rows, args.steps)
+    (out_root / "results.md").write_text(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,32 @@
+import gzip
+import os
+import struct
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+
+def write_idx(path, array: np.ndarray) -> None:
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(struct.pack(">I", n) for n in array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.tobytes())
+
+
+@pytest.fixture(scope="session")
+def idx_dataset(tmp_path_factory):
+    """A small folder in Fashion-MNIST's idx format: 64 train and 32 test images of simple shapes."""
+    root = tmp_path_factory.mktemp("fashion_mnist_idx")
+    rng = np.random.default_rng(0)
+    for prefix, count in (("train", 64), ("t10k", 32)):
+        labels = rng.integers(0, 10, size=count)
+        images = np.zeros((count, 28, 28), dtype=np.uint8)
+        for i, label in enumerate(labels):
+            top, left = rng.integers(2, 12, size=2)
+            images[i, top : top + 8 + label, left : left + 10] = 40 + 20 * label
+        write_idx(root / f"{prefix}-images-idx3-ubyte.gz", images)
+        write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    return root

@@ -1,0 +1,189 @@
+import math
+
+import pytest
+import torch
+
+from tokenizer import (
+    Codebook,
+    ResidualQuantizer,
+    StochasticQuantizer,
+    VectorQuantizer,
+    perplexity_from_indices,
+)
+from tokenizer.quantizers import _StochasticQuantize, stochastic_quantize_reference
+
+
+def _inputs(n=37, k=11, d=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, d, generator=g, dtype=torch.float64)
+    codebook = torch.randn(k, d, generator=g, dtype=torch.float64)
+    log_var = torch.tensor(math.log(0.7), dtype=torch.float64)
+    return z, codebook, log_var
+
+
+def _gumbel(n, k, seed):
+    # The fused kernel draws its noise in one chunk here; reproduce the identical stream.
+    g = torch.Generator().manual_seed(seed)
+    u = torch.empty(n, k, dtype=torch.float64).uniform_(generator=g)
+    return -torch.log(-torch.log(u.clamp_min(torch.finfo(torch.float64).tiny)))
+
+
+@pytest.mark.parametrize("mode", ["relaxed", "argmax"])
+def test_fused_sq_matches_reference_values_and_gradients(mode):
+    z, codebook, log_var = _inputs()
+    tau = 0.6
+    ref_args = [t.clone().requires_grad_() for t in (z, codebook, log_var)]
+    gumbel = _gumbel(z.shape[0], codebook.shape[0], seed=3) if mode == "relaxed" else None
+    ref_q, ref_idx, ref_h = stochastic_quantize_reference(*ref_args, tau, gumbel)
+
+    args = [t.clone().requires_grad_() for t in (z, codebook, log_var)]
+    gen = torch.Generator().manual_seed(3)
+    q, idx, h = _StochasticQuantize.apply(*args, tau, mode, gen, 1 << 24)
+
+    torch.testing.assert_close(q, ref_q, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(h, ref_h, rtol=1e-10, atol=1e-10)
+    assert torch.equal(idx, ref_idx)
+
+    weights_q = torch.randn_like(q)
+    weights_h = torch.randn_like(h)
+    ((ref_q * weights_q).sum() + (ref_h * weights_h).sum()).backward()
+    ((q * weights_q).sum() + (h * weights_h).sum()).backward()
+    for got, want in zip(args, ref_args):
+        torch.testing.assert_close(got.grad, want.grad, rtol=1e-8, atol=1e-10)
+
+
+def test_fused_sq_chunking_does_not_change_results():
+    z, codebook, log_var = _inputs(n=50, k=7)
+    outs = []
+    for chunk_elements in (7, 3 * 7, 1 << 24):  # 1 row, 3 rows, all rows per chunk
+        args = [t.clone().requires_grad_() for t in (z, codebook, log_var)]
+        q, _, h = _StochasticQuantize.apply(*args, 1.0, "argmax", None, chunk_elements)
+        (q.sum() + h.sum()).backward()
+        outs.append((q.detach(), h.detach(), [a.grad for a in args]))
+    for q, h, grads in outs[1:]:
+        torch.testing.assert_close(q, outs[0][0])
+        torch.testing.assert_close(h, outs[0][1])
+        for a, b in zip(grads, outs[0][2]):
+            torch.testing.assert_close(a, b)
+
+
+def test_sq_gradcheck_relaxed():
+    z, codebook, log_var = _inputs(n=6, k=4, d=3)
+    noise_seed = 5
+
+    def fn(z, codebook, log_var):
+        gen = torch.Generator().manual_seed(noise_seed)
+        q, _, h = _StochasticQuantize.apply(z, codebook, log_var, 0.8, "relaxed", gen, 1 << 24)
+        return q, h
+
+    assert torch.autograd.gradcheck(fn, [t.clone().requires_grad_() for t in (z, codebook, log_var)])
+
+
+def test_sq_layer_modes_and_fp32_under_autocast():
+    torch.manual_seed(0)
+    sq = StochasticQuantizer(16, 8, init_variance=0.5)
+    z = torch.randn(20, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = sq(z, mode="relaxed", temperature=0.5)
+    assert out.quantized.dtype == torch.float32 and out.entropy.dtype == torch.float32
+    hard = sq(z, mode="argmax")
+    torch.testing.assert_close(hard.quantized, sq.codebook.lookup(hard.indices))
+    assert torch.equal(hard.indices, sq.codebook.nearest(z))
+    assert ((hard.entropy >= 0) & (hard.entropy <= math.log(16) + 1e-5)).all()
+    sample = sq(z, mode="sample", generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(sample.quantized, sq.codebook.lookup(sample.indices))
+    with pytest.raises(ValueError, match="mode"):
+        sq(z, mode="soft")
+    with pytest.raises(ValueError, match="temperature"):
+        sq(z, temperature=0.0)
+
+
+def test_sq_relaxed_is_stochastic_and_reproducible_with_a_generator():
+    sq = StochasticQuantizer(16, 8, init_variance=4.0)
+    z = torch.randn(20, 8)
+    a = sq(z, generator=torch.Generator().manual_seed(1)).quantized
+    b = sq(z, generator=torch.Generator().manual_seed(1)).quantized
+    c = sq(z, generator=torch.Generator().manual_seed(2)).quantized
+    assert torch.equal(a, b)
+    assert not torch.allclose(a, c)
+
+
+def _copy_codebook(weight):
+    codebook = Codebook(weight.shape[0], weight.shape[1])
+    codebook.weight.data.copy_(weight)
+    return codebook
+
+
+def test_vq_straight_through_inputs_and_ema_update():
+    torch.manual_seed(0)
+    vq = VectorQuantizer(8, 4, codebook_update="ema", ema_decay=0.5)
+    z = torch.randn(64, 4)
+    before = vq.codebook.weight.detach().clone()
+    out = vq(z)
+    assert torch.equal(out.indices, _copy_codebook(before).nearest(z))
+    torch.testing.assert_close(out.quantized, vq.codebook.lookup(out.indices))
+    assert not torch.equal(before, vq.codebook.weight)
+    used = torch.unique(out.indices)
+    # with decay 0.5 from an embed_sum initialised to the codes, a used code moves halfway towards its mean
+    for k in used.tolist():
+        members = z[out.indices == k]
+        count = members.shape[0]
+        ema_n = 0.5 * count
+        ema_sum = 0.5 * before[k] + 0.5 * members.sum(0)
+        total = vq.codebook.ema_cluster_size.sum()
+        smoothed = (ema_n + 1e-5) / (total + 8 * 1e-5) * total
+        torch.testing.assert_close(vq.codebook.weight[k], ema_sum / smoothed, rtol=1e-5, atol=1e-5)
+    vq.eval()
+    frozen = vq.codebook.weight.detach().clone()
+    vq(z)
+    assert torch.equal(frozen, vq.codebook.weight)
+
+
+def test_code_reset_replaces_unused_codes_with_inputs():
+    torch.manual_seed(0)
+    vq = VectorQuantizer(32, 4, dead_code_threshold=0.5)
+    z = torch.randn(8, 4) + 100.0  # far from every code: only one code can be nearest
+    vq(z)
+    weight = vq.codebook.weight
+    reset = [k for k in range(32) if any(torch.allclose(weight[k], row) for row in z)]
+    assert len(reset) >= 30
+
+
+def test_residual_quantizer_shared_codebook_has_one_owner():
+    rq = ResidualQuantizer.build("sq", [16, 16, 16], 8, share_codebook=True)
+    names = [n for n, _ in rq.named_parameters()]
+    assert sum("codebook.weight" in n for n in names) == 1
+    assert len([n for n in names if "log_variance" in n]) == 3
+    assert all(layer.get_codebook() is rq.layers[0].codebook for layer in rq.layers)
+    with pytest.raises(ValueError, match="equal codebook sizes"):
+        ResidualQuantizer.build("vq", [16, 8], 8, share_codebook=True)
+
+
+def test_residual_quantizer_reduces_error_with_depth():
+    torch.manual_seed(0)
+    rq = ResidualQuantizer.build("vq", [64] * 4, 4)
+    rq.eval()
+    z = torch.randn(256, 4)
+    outs = rq(z)
+    errors, total = [], torch.zeros_like(z)
+    for o in outs:
+        total = total + o.quantized
+        errors.append((z - total).pow(2).mean().item())
+    assert errors == sorted(errors, reverse=True)
+
+
+def test_perplexity_bounds():
+    idx = torch.tensor([0, 0, 1, 3])
+    p, used = perplexity_from_indices(idx, 5)
+    assert 1.0 <= p.item() <= 5.0 and used.item() == 3
+    p_uniform, _ = perplexity_from_indices(torch.arange(5), 5)
+    torch.testing.assert_close(p_uniform, torch.tensor(5.0))
+    p_one, _ = perplexity_from_indices(torch.zeros(9, dtype=torch.long), 5)
+    torch.testing.assert_close(p_one, torch.tensor(1.0))
+
+
+def test_codebook_rejects_bad_sizes():
+    with pytest.raises(ValueError, match="codebook_size"):
+        Codebook(1, 4)
+    with pytest.raises(ValueError, match="init_variance"):
+        StochasticQuantizer(4, 4, init_variance=0.0)

@@ -1,0 +1,146 @@
+"""Strict, typed configs: dataclass schemas filled from YAML plus ``dotted.key=value`` overrides.
+
+A misspelt key or a value of the wrong type fails at load time with a ``ValueError`` naming its path, e.g.
+``optimizer.learning_rate: expected float, got str 'fast'``. Shared by both training entry points.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+
+import yaml
+
+T = TypeVar("T")
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(value: Any, tp, path: str):
+    """Checks (and minimally converts: int -> float, list -> tuple) ``value`` against the annotation ``tp``."""
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        options = get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _convert(value, option, path)
+            except ValueError as error:
+                errors.append(str(error))
+        raise ValueError(errors[0] if len(errors) == 1 else f"{path}: {value!r} matches none of {tp}")
+    if origin is Literal:
+        if value not in get_args(tp):
+            raise ValueError(f"{path}: expected one of {list(get_args(tp))}, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ValueError(f"{path}: expected a mapping for {tp.__name__}, got {type(value).__name__}")
+        return from_dict(tp, value, path)
+    if origin in (list, tuple) or tp in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{path}: expected a list, got {type(value).__name__} {value!r}")
+        args = get_args(tp)
+        item_type = args[0] if args else Any
+        items = [_convert(v, item_type, f"{path}[{i}]") for i, v in enumerate(value)]
+        return items if origin is list else tuple(items)
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"{path}: expected a mapping, got {type(value).__name__}")
+        return dict(value)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{path}: expected float, got {type(value).__name__} {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{path}: expected int, got {type(value).__name__} {value!r}")
+        return value
+    if tp in (str, bool):
+        if not isinstance(value, tp):
+            raise ValueError(f"{path}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+        return value
+    raise TypeError(f"{path}: unsupported annotation {tp}")
+
+
+def from_dict(schema: type[T], data: dict, path: str = "") -> T:
+    """Builds the dataclass ``schema`` from ``data``; unknown keys and wrong types raise ``ValueError``."""
+    hints = typing.get_type_hints(schema)
+    fields = {f.name: f for f in dataclasses.fields(schema)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        where = path or schema.__name__
+        raise ValueError(f"{where}: unknown key(s) {unknown}; expected some of {sorted(fields)}")
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _convert(value, hints[name], f"{path}.{name}" if path else name)
+    missing = [
+        n
+        for n, f in fields.items()
+        if n not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise ValueError(f"{path or schema.__name__}: missing required key(s) {missing}")
+    return schema(**kwargs)
+
+
+def apply_override(data: dict, override: str) -> None:
+    """Applies ``a.b.c=value`` (value parsed as YAML) to a nested dict in place."""
+    if "=" not in override:
+        raise ValueError(f"override {override!r} must look like key.path=value")
+    key, raw = override.split("=", 1)
+    parts = key.strip().split(".")
+    node = data
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ValueError(f"override {override!r}: {part} is not a mapping")
+    node[parts[-1]] = yaml.safe_load(raw)
+
+
+def load_config(schema: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
+    """Loads a YAML file (or nothing) into ``schema``, after applying command-line overrides."""
+    data: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"config file not found: {path}")
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: the top level must be a mapping")
+    for override in overrides or []:
+        apply_override(data, override)
+    return from_dict(schema, data)
+
+
+def to_dict(config) -> dict:
+    """A dataclass config as plain data (tuples as lists), for writing the resolved config."""
+
+    def plain(value):
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+
+    return plain(dataclasses.asdict(config))
+
+
+def check_kwargs(callable_, kwargs: dict, path: str) -> None:
+    """Fails when ``kwargs`` holds a key that ``callable_`` does not accept (e.g. a model config block)."""
+    parameters = inspect.signature(callable_).parameters
+    unknown = sorted(set(kwargs) - set(parameters) - {"self"})
+    if unknown:
+        accepted = sorted(p for p in parameters if p != "self")
+        raise ValueError(f"{path}: unknown key(s) {unknown}; expected some of {accepted}")

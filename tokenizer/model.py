@@ -1,0 +1,520 @@
+"""HQ-VAE (Takida et al., TMLR 2024): SQ-VAE-2, RSQ-VAE, their hybrid, and the VQ-VAE-2 / RQ-VAE baselines.
+
+One model class covers the whole family through its constructor (= its config):
+
+- ``layers_per_resolution`` lists, coarsest resolution first, how many top-down layers work at each
+  resolution. The first layer of a resolution is the first top-down layer (r = 1) or an *injected* layer
+  (Figure 1c); the others are *residual* layers (Figure 1d). ``[1, 1]`` is SQ-VAE-2 / VQ-VAE-2 with two
+  resolutions, ``[4]`` is RSQ-VAE / RQ-VAE with four layers, ``[2, 2, 2]`` the hybrid of appendix F.3.
+- ``quantizer="sq"`` trains by variational Bayes (eq. 6, 14, 26); ``quantizer="vq"`` is the deterministic
+  baseline with EMA codebooks, commitment loss and the straight-through estimator (eq. 7, 15).
+
+Data flow (B = batch, d_b = embedding_dim, (h_r, w_r) the latent size at resolution r):
+
+    x (B, C, H, W) -> stem -> bottom-up -> [H^1 ... H^R]  each (B, d_b, h_r, w_r)
+    r = 1:  target_1 = H^1(x);                                     state_1 = Y_1
+    r > 1:  U = upsample(state_{r-1}); target_r = inject(H^r, U);  state_r = U + Y_r
+    Y_r = sum of the codes of resolution r's layers (residual quantization of target_r)
+    x-hat = decoder(state_R)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from diffusers.utils import BaseOutput
+from torch import nn
+
+from .blocks import BottomUp, Decoder, InjectionBlock, Stem, Upsample
+from .quantizers import QuantizerOutput, ResidualQuantizer, perplexity_from_indices
+
+
+@dataclass
+class HQVAEOutput(BaseOutput):
+    """Named output of ``HQVAE.forward``. Per-layer tensors have shape (L,), top layer first.
+
+    sample: reconstruction (B, C, H, W).
+    loss: the training objective (per image, averaged over the batch).
+    reconstruction_loss: SQ: (D/2) log sigma^2 + ||x - x-hat||^2 / (2 sigma^2); VQ: mean squared error.
+    latent_losses: SQ: ||target_r - Y_r||^2 / (2 sum_{l in r} s_l^2) per *resolution* (R,); VQ: zeros.
+    kl_losses: SQ: discrete KL to the uniform prior per layer, sum_i (log K_l - H_i) >= 0; VQ: zeros.
+    commitment_losses / codebook_losses: VQ terms per layer (beta already applied); SQ: zeros.
+    progressive_losses: reconstruction loss of each prefix Z_{1:l} (eq. 28) when progressive coding is on.
+    perplexity / codes_used: exp(H) of the batch's hard-code histogram and the distinct codes per layer.
+    entropy: mean quantization entropy H(P-hat(z | z~)) per code, per layer (Figure 4b/4d); VQ: zeros.
+    variances: s_l^2 per layer (SQ); decoder_variance: sigma^2; temperature: the Gumbel-softmax tau used.
+    indices: per-layer hard code indices, each (B, h_l, w_l).
+    """
+
+    sample: torch.Tensor
+    loss: torch.Tensor
+    reconstruction_loss: torch.Tensor
+    latent_losses: torch.Tensor
+    kl_losses: torch.Tensor
+    commitment_losses: torch.Tensor
+    codebook_losses: torch.Tensor
+    progressive_losses: torch.Tensor | None
+    perplexity: torch.Tensor
+    codes_used: torch.Tensor
+    entropy: torch.Tensor
+    variances: torch.Tensor
+    decoder_variance: torch.Tensor
+    temperature: torch.Tensor
+    indices: list[torch.Tensor]
+
+
+def _to_rows(feature_map: torch.Tensor) -> torch.Tensor:
+    return feature_map.permute(0, 2, 3, 1).reshape(-1, feature_map.shape[1])  # (B*h*w, d)
+
+
+def _to_map(rows: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    b, d, h, w = like.shape
+    return rows.reshape(b, h, w, d).permute(0, 3, 1, 2)  # (B, d, h, w)
+
+
+class HQVAE(ModelMixin, ConfigMixin):
+    """Hierarchically quantized VAE: every variant of the paper through its constructor arguments.
+
+    Args:
+        in_channels: image channels (1 or 3; any positive count works).
+        hidden_channels: width c of the residual blocks.
+        embedding_dim: code dimension d_b (64 in the paper).
+        num_res_blocks: ResBlocks per bottom-up resolution and in the decoder.
+        mid_ratio: bottleneck ratio c_mid of the ResBlocks (0.5 in the paper).
+        num_stem_downsamples: strided convolutions before the finest latent resolution.
+        layers_per_resolution: top-down layers per resolution, coarsest first (see module docstring).
+        codebook_sizes: K_l per layer (length L), or one int for all layers.
+        quantizer: "sq" (HQ-VAE, variational Bayes) or "vq" (VQ-VAE-2 / RQ-VAE baselines).
+        share_codebook: residual layers of a resolution share one codebook (RQ-VAE / RSQ-VAE option).
+        init_variance: initial s_l^2 (SQ). It decides short-budget behaviour, since s^2 moves slowly.
+        temperature_decay, min_temperature: tau = max(c_tau, exp(-r t)) with t the global training step
+            (appendix E; r = 1e-5 and c_tau = 0 in the paper, tuned for ~1e5+ steps).
+        residual_objective: "summed" (eq. 14/26: one error term per resolution with the summed variance) or
+            "per_layer" (the naive eq. 10, unstable per the paper; for ablations only).
+        decoder_variance: "ml" (closed-form maximum-likelihood sigma^2) or "learned" (a trained log sigma^2).
+        progressive_coding: add the reconstruction term of every prefix Z_{1:l} (eq. 28/29).
+        commitment_cost: beta of eq. 7/15 (VQ).
+        codebook_update: "ema" or "loss" (VQ).
+        ema_decay: EMA decay of VQ codebooks (0.99).
+        dead_code_threshold: VQ code reset: codes whose EMA count falls below this are re-initialised.
+    """
+
+    @register_to_config
+    def __init__(
+        self,
+        in_channels: int = 3,
+        hidden_channels: int = 128,
+        embedding_dim: int = 64,
+        num_res_blocks: int = 2,
+        mid_ratio: float = 0.5,
+        num_stem_downsamples: int = 1,
+        layers_per_resolution: list[int] = (1, 1),
+        codebook_sizes: list[int] | int = 512,
+        quantizer: Literal["sq", "vq"] = "sq",
+        share_codebook: bool = False,
+        init_variance: float = 1.0,
+        temperature_decay: float = 1e-5,
+        min_temperature: float = 0.0,
+        residual_objective: Literal["summed", "per_layer"] = "summed",
+        decoder_variance: Literal["ml", "learned"] = "ml",
+        progressive_coding: bool = False,
+        commitment_cost: float = 0.25,
+        codebook_update: Literal["ema", "loss"] = "ema",
+        ema_decay: float = 0.99,
+        dead_code_threshold: float = 0.0,
+    ):
+        super().__init__()
+        layers_per_resolution = list(layers_per_resolution)
+        num_layers = sum(layers_per_resolution)
+        if isinstance(codebook_sizes, int):
+            codebook_sizes = [codebook_sizes] * num_layers
+        codebook_sizes = list(codebook_sizes)
+        self._validate_arguments(
+            in_channels,
+            layers_per_resolution,
+            codebook_sizes,
+            quantizer,
+            residual_objective,
+            decoder_variance,
+        )
+        if not 0.0 <= min_temperature <= 1.0 or temperature_decay < 0:
+            raise ValueError(
+                f"need 0 <= min_temperature <= 1 and temperature_decay >= 0, got {min_temperature}, {temperature_decay}"
+            )
+        self.num_layers = num_layers
+        self.num_resolutions = len(layers_per_resolution)
+        self.codebook_sizes = codebook_sizes
+        # layer index -> resolution index, e.g. [2, 1] -> [0, 0, 1]
+        self.layer_resolution = [r for r, n in enumerate(layers_per_resolution) for _ in range(n)]
+
+        self.stem = Stem(in_channels, hidden_channels, num_stem_downsamples)
+        self.bottom_up = BottomUp(
+            hidden_channels, embedding_dim, self.num_resolutions, num_res_blocks, mid_ratio
+        )
+        self.upsamples = nn.ModuleList(
+            [Upsample(embedding_dim, hidden_channels, mid_ratio) for _ in range(self.num_resolutions - 1)]
+        )
+        self.injections = nn.ModuleList(
+            [
+                InjectionBlock(embedding_dim, hidden_channels, mid_ratio)
+                for _ in range(self.num_resolutions - 1)
+            ]
+        )
+        if quantizer == "sq":
+            quantizer_kwargs = {"init_variance": init_variance}
+        else:
+            quantizer_kwargs = {
+                "codebook_update": codebook_update,
+                "ema_decay": ema_decay,
+                "dead_code_threshold": dead_code_threshold,
+            }
+        self.quantizers = nn.ModuleList()
+        first = 0
+        for count in layers_per_resolution:
+            self.quantizers.append(
+                ResidualQuantizer.build(
+                    quantizer,
+                    codebook_sizes[first : first + count],
+                    embedding_dim,
+                    share_codebook=share_codebook and count > 1,
+                    **quantizer_kwargs,
+                )
+            )
+            first += count
+        self.decoder = Decoder(
+            embedding_dim,
+            hidden_channels,
+            in_channels,
+            num_stem_downsamples,  # the state is already at the finest latent resolution
+            num_res_blocks,
+            mid_ratio,
+        )
+        if decoder_variance == "learned":
+            self.log_decoder_variance = nn.Parameter(torch.zeros(()))
+        # Global training step t of the temperature schedule; a buffer so that checkpoints carry it.
+        self.register_buffer("global_step", torch.zeros((), dtype=torch.long))
+
+    @staticmethod
+    def _validate_arguments(
+        in_channels, layers_per_resolution, codebook_sizes, quantizer, residual_objective, decoder_variance
+    ):
+        if in_channels < 1:
+            raise ValueError(f"in_channels must be >= 1, got {in_channels}")
+        if not layers_per_resolution or any(n < 1 for n in layers_per_resolution):
+            raise ValueError(
+                f"layers_per_resolution must be non-empty positive counts, got {layers_per_resolution}"
+            )
+        if len(codebook_sizes) != sum(layers_per_resolution):
+            raise ValueError(
+                f"codebook_sizes has {len(codebook_sizes)} entries but layers_per_resolution "
+                f"{layers_per_resolution} defines {sum(layers_per_resolution)} layers"
+            )
+        if quantizer not in ("sq", "vq"):
+            raise ValueError(f"quantizer must be 'sq' or 'vq', got {quantizer!r}")
+        if residual_objective not in ("summed", "per_layer"):
+            raise ValueError(
+                f"residual_objective must be 'summed' or 'per_layer', got {residual_objective!r}"
+            )
+        if decoder_variance not in ("ml", "learned"):
+            raise ValueError(f"decoder_variance must be 'ml' or 'learned', got {decoder_variance!r}")
+
+    # ----------------------------------------------------------------------------------------------------
+    # Shapes, schedule, validation
+    # ----------------------------------------------------------------------------------------------------
+    @property
+    def downsample_factor(self) -> int:
+        """Total downsampling from the image to the coarsest latent grid."""
+        return 2 ** (self.config.num_stem_downsamples + self.num_resolutions - 1)
+
+    def latent_shapes(self, height: int, width: int) -> list[tuple[int, int]]:
+        """(h_l, w_l) of every layer's code map for an image of the given size, top layer first."""
+        self._check_size(height, width)
+        top_h, top_w = height // self.downsample_factor, width // self.downsample_factor
+        return [(top_h * 2**r, top_w * 2**r) for r in self.layer_resolution]
+
+    @property
+    def temperature(self) -> float:
+        """tau = max(c_tau, exp(-r t)) at the current global step (appendix E)."""
+        step = float(self.global_step.item())
+        return max(self.config.min_temperature, math.exp(-self.config.temperature_decay * step))
+
+    def advance_schedule(self, num_steps: int = 1) -> None:
+        """Advances the global step t of the temperature schedule (call once per optimiser step)."""
+        self.global_step += num_steps
+
+    def _check_size(self, height: int, width: int) -> None:
+        factor = self.downsample_factor
+        if height % factor or width % factor or height < factor or width < factor:
+            raise ValueError(
+                f"image size {height}x{width} must be a positive multiple of {factor} "
+                f"(2^(num_stem_downsamples + num_resolutions - 1)) on both sides"
+            )
+
+    def _check_images(self, images: torch.Tensor) -> None:
+        if images.ndim != 4:
+            raise ValueError(f"images must be (B, C, H, W), got shape {tuple(images.shape)}")
+        if images.shape[1] != self.config.in_channels:
+            raise ValueError(
+                f"images have {images.shape[1]} channels, the model expects {self.config.in_channels}"
+            )
+        self._check_size(images.shape[2], images.shape[3])
+
+    # ----------------------------------------------------------------------------------------------------
+    # Top-down path
+    # ----------------------------------------------------------------------------------------------------
+    def _quantize_group(self, resolution: int, target: torch.Tensor, mode, temperature, generator):
+        group = self.quantizers[resolution]
+        rows = _to_rows(target)
+        if self.config.quantizer == "sq":
+            return group(rows, mode=mode, temperature=temperature, generator=generator)
+        return group(rows)
+
+    def _infer(self, images, mode, temperature, generator):
+        """Posterior pass: per resolution, the target, its inputs per layer and the quantizer outputs."""
+        features = self.bottom_up(self.stem(images))
+        state = None
+        groups = []
+        for resolution, feature in enumerate(features):
+            upsampled = None
+            if resolution == 0:
+                target = feature
+            else:
+                upsampled = self.upsamples[resolution - 1](state)
+                target = self.injections[resolution - 1](feature, upsampled)
+            outputs: list[QuantizerOutput] = self._quantize_group(
+                resolution, target, mode, temperature, generator
+            )
+            codes = [_to_map(o.quantized, target) for o in outputs]
+            total = torch.stack(codes).sum(0)
+            if self.config.quantizer == "vq" and torch.is_grad_enabled():
+                total = target + (total - target).detach()  # straight-through estimator
+            state = total if upsampled is None else upsampled + total.to(upsampled.dtype)
+            groups.append((target, codes, outputs))
+        return state, groups
+
+    def _state_from_codes(self, codes: list[torch.Tensor | None]) -> torch.Tensor:
+        """Top-down state from per-layer code maps (None = a dropped layer, treated as zeros)."""
+        state = None
+        layer = 0
+        for resolution, count in enumerate(self.config.layers_per_resolution):
+            present = [c for c in codes[layer : layer + count] if c is not None]
+            layer += count
+            upsampled = self.upsamples[resolution - 1](state) if resolution > 0 else None
+            total = torch.stack(present).sum(0) if present else None
+            if upsampled is None:
+                state = total
+            elif total is None:
+                state = upsampled
+            else:
+                state = upsampled + total.to(upsampled.dtype)
+        return state
+
+    # ----------------------------------------------------------------------------------------------------
+    # Public API
+    # ----------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode(
+        self,
+        images: torch.Tensor,
+        mode: Literal["argmax", "sample"] = "argmax",
+        generator: torch.Generator | None = None,
+    ) -> list[torch.Tensor]:
+        """Per-layer code indices, each (B, h_l, w_l), top layer first.
+
+        ``mode="argmax"`` is the deterministic mode of P-hat (code extraction); ``"sample"`` draws codes from
+        P-hat (SQ only).
+        """
+        self._check_images(images)
+        if mode not in ("argmax", "sample"):
+            raise ValueError(f"mode must be 'argmax' or 'sample', got {mode!r}")
+        if mode == "sample" and self.config.quantizer != "sq":
+            raise ValueError("mode='sample' needs quantizer='sq'; VQ posteriors are deterministic")
+        _, groups = self._infer(images, mode, 1.0, generator)
+        return self._indices(groups)
+
+    @staticmethod
+    def _indices(groups) -> list[torch.Tensor]:
+        indices = []
+        for target, _, outputs in groups:
+            b, _, h, w = target.shape
+            indices += [o.indices.reshape(b, h, w) for o in outputs]
+        return indices
+
+    def _codebook(self, layer: int):
+        resolution = self.layer_resolution[layer]
+        offset = layer - self.layer_resolution.index(resolution)
+        return self.quantizers[resolution].layers[offset].get_codebook()
+
+    def indices_to_codes(self, indices: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Code vectors (B, d_b, h_l, w_l) for per-layer indices."""
+        return [self._codebook(i).lookup(idx).permute(0, 3, 1, 2) for i, idx in enumerate(indices)]
+
+    def _check_indices(self, indices: list[torch.Tensor], num_layers: int) -> None:
+        if not isinstance(indices, (list, tuple)) or not indices:
+            raise ValueError("indices must be a non-empty list of (B, h_l, w_l) tensors, one per layer")
+        if len(indices) not in (num_layers, self.num_layers):
+            raise ValueError(
+                f"got indices for {len(indices)} layers; expected {self.num_layers} (all) or {num_layers} (num_layers)"
+            )
+        first = indices[0]
+        if first.ndim != 3:
+            raise ValueError(f"indices must be (B, h, w) tensors, layer 0 has shape {tuple(first.shape)}")
+        height = first.shape[1] * self.downsample_factor
+        width = first.shape[2] * self.downsample_factor
+        expected = self.latent_shapes(height, width)
+        for layer, idx in enumerate(indices):
+            if idx.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+                raise ValueError(f"indices of layer {layer} must be integers, got {idx.dtype}")
+            if idx.ndim != 3 or idx.shape[0] != first.shape[0] or tuple(idx.shape[1:]) != expected[layer]:
+                raise ValueError(
+                    f"indices of layer {layer} have shape {tuple(idx.shape)}, expected "
+                    f"({first.shape[0]}, {expected[layer][0]}, {expected[layer][1]})"
+                )
+            size = self.codebook_sizes[layer]
+            if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= size):
+                raise ValueError(
+                    f"indices of layer {layer} must lie in [0, {size}), got range "
+                    f"[{int(idx.min())}, {int(idx.max())}]"
+                )
+
+    def decode_indices(self, indices: list[torch.Tensor], num_layers: int | None = None) -> torch.Tensor:
+        """Decodes per-layer indices; with ``num_layers`` = l, only the top l layers (progressive / variable rate)."""
+        num_layers = self.num_layers if num_layers is None else num_layers
+        if not 1 <= num_layers <= self.num_layers:
+            raise ValueError(f"num_layers must be in [1, {self.num_layers}], got {num_layers}")
+        self._check_indices(indices, num_layers)
+        codes: list[torch.Tensor | None] = self.indices_to_codes([i.long() for i in indices[:num_layers]])
+        codes += [None] * (self.num_layers - num_layers)
+        return self.decoder(self._state_from_codes(codes))
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        generator: torch.Generator | None = None,
+        temperature: float | None = None,
+    ) -> HQVAEOutput:
+        """Reconstruction and every loss term. SQ trains on Gumbel-softmax samples at tau (``temperature``
+        overrides the schedule) and evaluates with the argmax; VQ always takes the nearest code."""
+        self._check_images(images)
+        is_sq = self.config.quantizer == "sq"
+        tau = self.temperature if temperature is None else float(temperature)
+        mode = "relaxed" if self.training else "argmax"
+        state, groups = self._infer(images, mode, tau, generator)
+        reconstruction = self.decoder(state)
+
+        reconstruction_loss, decoder_variance = self._reconstruction_loss(images, reconstruction)
+        progressive = None
+        if self.config.progressive_coding and self.num_layers > 1:
+            all_codes = [c for _, codes, _ in groups for c in codes]
+            prefix_losses = []
+            for prefix in range(1, self.num_layers):
+                codes = all_codes[:prefix] + [None] * (self.num_layers - prefix)
+                prefix_losses.append(
+                    self._reconstruction_loss(images, self.decoder(self._state_from_codes(codes)))[0]
+                )
+            progressive = torch.stack(prefix_losses + [reconstruction_loss])
+            reconstruction_loss = progressive.sum()
+
+        zeros_layers = images.new_zeros(self.num_layers, dtype=torch.float32)
+        if is_sq:
+            latent_losses, kl_losses = self._sq_latent_terms(groups, images.shape[0])
+            commitment_losses, codebook_losses = zeros_layers, zeros_layers
+            loss = reconstruction_loss + latent_losses.sum() + kl_losses.sum()
+        else:
+            commitment_losses, codebook_losses = self._vq_latent_terms(groups)
+            latent_losses, kl_losses = images.new_zeros(self.num_resolutions), zeros_layers
+            loss = reconstruction_loss + commitment_losses.sum() + codebook_losses.sum()
+
+        indices = self._indices(groups)
+        stats = [perplexity_from_indices(idx, k) for idx, k in zip(indices, self.codebook_sizes)]
+        outputs = [o for _, _, outs in groups for o in outs]
+        return HQVAEOutput(
+            sample=reconstruction,
+            loss=loss,
+            reconstruction_loss=reconstruction_loss,
+            latent_losses=latent_losses,
+            kl_losses=kl_losses,
+            commitment_losses=commitment_losses,
+            codebook_losses=codebook_losses,
+            progressive_losses=progressive,
+            perplexity=torch.stack([p for p, _ in stats]),
+            codes_used=torch.stack([u for _, u in stats]),
+            entropy=torch.stack([o.entropy.detach().mean() for o in outputs]),
+            variances=self.dequantization_variances().detach(),
+            decoder_variance=decoder_variance.detach(),
+            temperature=torch.tensor(tau if is_sq else 0.0),
+            indices=indices,
+        )
+
+    def dequantization_variances(self) -> torch.Tensor:
+        """s_l^2 per layer (SQ); zeros for VQ."""
+        if self.config.quantizer != "sq":
+            return torch.zeros(self.num_layers, device=self.global_step.device)
+        return torch.stack([q.variance for group in self.quantizers for q in group.layers])
+
+    # ----------------------------------------------------------------------------------------------------
+    # Objectives
+    # ----------------------------------------------------------------------------------------------------
+    def _reconstruction_loss(self, images, reconstruction) -> tuple[torch.Tensor, torch.Tensor]:
+        error = (images.float() - reconstruction.float()).pow(2)
+        if self.config.quantizer == "vq":
+            # Eq. 7 / 15: ||x - f(Z)||^2, per element (as in the reference VQ-VAE-2 / RQ-VAE code).
+            return error.mean(), error.mean().detach()
+        dim = error[0].numel()  # D
+        if self.config.decoder_variance == "ml":
+            # sigma^2 = ||x - x-hat||^2 / D (batch ML estimate, Takida et al. 2022a) substituted into
+            # (D/2) log sigma^2 + ||x - x-hat||^2 / (2 sigma^2) = (D/2) log sigma^2 + D/2   (eq. 6, first terms)
+            variance = error.mean().clamp_min(1e-12)
+            return 0.5 * dim * torch.log(variance) + 0.5 * dim, variance
+        variance = self.log_decoder_variance.float().exp()
+        per_image = error.flatten(1).sum(1).mean()
+        return 0.5 * dim * self.log_decoder_variance.float() + per_image / (2 * variance), variance
+
+    def _sq_latent_terms(self, groups, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Latent terms of eq. 6 / 14 / 26, per image.
+
+        latent: ||target_r - sum_{l in r} Z_l||^2_F / (2 sum_{l in r} s_l^2) per resolution r (z~ = z-hat);
+        with residual_objective="per_layer", the naive eq. 10: sum_l ||residual_l - Z_l||^2 / (2 s_l^2).
+        kl: sum_i (log K_l - H(P-hat(z_{l,i} | z~_{l,i}))), the true discrete KL to the uniform prior.
+        """
+        latent_losses, kl_losses = [], []
+        for resolution, (target, codes, outputs) in enumerate(groups):
+            layers = self.quantizers[resolution].layers
+            variances = torch.stack([q.variance for q in layers])
+            target = target.float()
+            if self.config.residual_objective == "summed" or len(codes) == 1:
+                error = (target - torch.stack(codes).sum(0)).pow(2).sum() / batch_size
+                latent_losses.append(error / (2 * variances.sum()))
+            else:
+                residual, total = target, 0.0
+                for code, variance in zip(codes, variances):
+                    total = total + (residual - code).pow(2).sum() / batch_size / (2 * variance)
+                    residual = residual - code
+                latent_losses.append(total)
+            for out, q in zip(outputs, layers):
+                size = q.get_codebook().codebook_size
+                kl_losses.append((math.log(size) - out.entropy).sum() / batch_size)
+        return torch.stack(latent_losses), torch.stack(kl_losses)
+
+    def _vq_latent_terms(self, groups) -> tuple[torch.Tensor, torch.Tensor]:
+        """beta ||target_r - sg[sum_{l' <= l} Z_l']||^2 per layer (eq. 7 for one layer per resolution, eq. 15
+        for residual layers), plus ||sg[input_l] - Z_l||^2 when codebooks learn by loss."""
+        beta = self.config.commitment_cost
+        commitment, codebook = [], []
+        for target, codes, _ in groups:
+            target = target.float()
+            cumulative = torch.zeros_like(target)
+            for code in codes:
+                layer_input = (target - cumulative).detach()
+                cumulative = cumulative + code
+                commitment.append(beta * (target - cumulative.detach()).pow(2).mean())
+                if self.config.codebook_update == "loss":
+                    codebook.append((layer_input - code).pow(2).mean())
+                else:
+                    codebook.append(target.new_zeros(()))
+        return torch.stack(commitment), torch.stack(codebook)

@@ -1,0 +1,434 @@
+"""Single-layer quantizers and the residual container.
+
+- ``StochasticQuantizer``: stochastic quantization (SQ) of HQ-VAE / SQ-VAE, eq. 2 of Takida et al. (2024).
+- ``VectorQuantizer``: nearest-code VQ with the straight-through estimator (VQ-VAE-2, RQ-VAE baselines).
+- ``ResidualQuantizer``: stacks quantizers on the residual (RQ with VQ layers, RSQ with SQ layers), optionally
+  sharing one codebook (owned once, by the first layer).
+
+All distance and logit arithmetic runs in fp32, with autocast disabled, whatever the caller's precision.
+Inputs are flattened to ``(N, d)`` rows; callers reshape.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+# Rows per chunk are chosen so that one chunk's (rows x K) fp32 block has at most this many elements (64 MiB).
+_MAX_CHUNK_ELEMENTS = 1 << 24
+
+SQMode = Literal["relaxed", "argmax", "sample"]
+
+
+def _rows_per_chunk(num_codes: int, max_elements: int = _MAX_CHUNK_ELEMENTS) -> int:
+    return max(1, max_elements // max(1, num_codes))
+
+
+def _fp32_no_autocast(device: torch.device) -> torch.autocast:
+    return torch.autocast(device_type=device.type, enabled=False)
+
+
+def squared_distances(z: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    """||z_i - b_k||^2 for rows z (n, d) and codes (K, d) -> (n, K), via one matmul (no (n, K, d) tensor)."""
+    z_sq = z.pow(2).sum(-1, keepdim=True)  # (n, 1)
+    b_sq = codebook.pow(2).sum(-1)  # (K,)
+    return torch.addmm(z_sq + b_sq, z, codebook.t(), beta=1.0, alpha=-2.0).clamp_min_(0.0)
+
+
+def _all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sums a statistic over processes when running distributed (no-op otherwise)."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def perplexity_from_counts(counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """exp(H) of a code histogram, and the number of distinct codes used."""
+    counts = counts.float()
+    probs = counts / counts.sum().clamp_min(1.0)
+    entropy = -(probs * torch.log(probs.clamp_min(1e-12))).sum()
+    return entropy.exp(), (counts > 0).sum()
+
+
+def perplexity_from_indices(indices: torch.Tensor, num_codes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """exp(H) of the empirical code distribution, and the number of distinct codes used."""
+    return perplexity_from_counts(torch.bincount(indices.reshape(-1), minlength=num_codes))
+
+
+@dataclass
+class QuantizerOutput:
+    """What one quantizer returns for rows ``z`` of shape (N, d).
+
+    quantized: (N, d) code vectors (relaxed mixture while SQ trains; straight-through for VQ).
+    indices: (N,) hard code indices (argmax of P-hat for SQ, nearest code for VQ).
+    entropy: (N,) entropy H(P-hat(z_i | z~_i)) in nats; zeros for VQ (a deterministic posterior).
+    """
+
+    quantized: torch.Tensor
+    indices: torch.Tensor
+    entropy: torch.Tensor
+
+
+class Codebook(nn.Module):
+    """K code vectors of dimension d, with optional EMA statistics and dead-code reset (VQ baselines)."""
+
+    def __init__(
+        self,
+        codebook_size: int,
+        dim: int,
+        use_ema: bool = False,
+        ema_decay: float = 0.99,
+        ema_epsilon: float = 1e-5,
+    ):
+        super().__init__()
+        if codebook_size < 2:
+            raise ValueError(f"codebook_size must be >= 2, got {codebook_size}")
+        if not 0.0 < ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in (0, 1), got {ema_decay}")
+        self.codebook_size = codebook_size
+        self.dim = dim
+        self.use_ema = use_ema
+        self.ema_decay = ema_decay
+        self.ema_epsilon = ema_epsilon
+        # EMA codebooks are not trained by gradient; the tensor stays a Parameter so it is saved and moved
+        # like every other weight.
+        self.weight = nn.Parameter(torch.randn(codebook_size, dim), requires_grad=not use_ema)
+        if use_ema:
+            self.register_buffer("ema_cluster_size", torch.zeros(codebook_size))
+            self.register_buffer("ema_embed_sum", self.weight.detach().clone())
+
+    def lookup(self, indices: torch.Tensor) -> torch.Tensor:
+        """Code vectors for integer indices of any shape -> (*indices.shape, d), fp32."""
+        return F.embedding(indices, self.weight.float())
+
+    @torch.no_grad()
+    def nearest(self, z: torch.Tensor) -> torch.Tensor:
+        """Index of the nearest code for each row of z (N, d), computed in chunks."""
+        with _fp32_no_autocast(z.device):
+            z = z.float()
+            codebook = self.weight.float()
+            step = _rows_per_chunk(self.codebook_size)
+            return torch.cat([squared_distances(c, codebook).argmin(-1) for c in z.split(step)])
+
+    @torch.no_grad()
+    def ema_update(self, z: torch.Tensor, indices: torch.Tensor) -> None:
+        """EMA codebook update (VQ-VAE appendix; decay 0.99 in the HQ-VAE baselines), synced across processes."""
+        z = z.detach().float()
+        counts = torch.bincount(indices, minlength=self.codebook_size).float()
+        sums = torch.zeros_like(self.ema_embed_sum).index_add_(0, indices, z)
+        _all_reduce_sum(counts)
+        _all_reduce_sum(sums)
+        self.ema_cluster_size.mul_(self.ema_decay).add_(counts, alpha=1.0 - self.ema_decay)
+        self.ema_embed_sum.mul_(self.ema_decay).add_(sums, alpha=1.0 - self.ema_decay)
+        # Laplace smoothing keeps unused codes from dividing by zero.
+        total = self.ema_cluster_size.sum()
+        smoothed = (
+            (self.ema_cluster_size + self.ema_epsilon)
+            / (total + self.codebook_size * self.ema_epsilon)
+            * total
+        )
+        self.weight.data.copy_(self.ema_embed_sum / smoothed.unsqueeze(-1))
+
+    @torch.no_grad()
+    def reset_dead_codes(self, z: torch.Tensor, threshold: float) -> int:
+        """Replaces codes whose EMA usage fell below ``threshold`` by random rows of z ("code reset").
+
+        Returns the number of codes reset. Every process draws the same replacement rows from rank 0's batch,
+        so codebooks stay identical under DDP.
+        """
+        if not self.use_ema:
+            raise RuntimeError("dead-code reset needs EMA usage statistics (use_ema=True)")
+        dead = self.ema_cluster_size < threshold
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            dist.broadcast(dead, src=0)
+        num_dead = int(dead.sum())
+        if num_dead == 0:
+            return 0
+        z = z.detach().float()
+        choice = torch.randint(0, z.shape[0], (num_dead,), device=z.device)
+        replacement = z[choice]
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            dist.broadcast(replacement, src=0)
+        self.weight.data[dead] = replacement
+        self.ema_embed_sum[dead] = replacement
+        self.ema_cluster_size[dead] = 1.0
+        return num_dead
+
+
+def gumbel_noise(like: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Gumbel(0, 1) noise -log(-log U), U ~ Uniform(0, 1) (about 4x faster on CPU than -log of Exp(1))."""
+    uniform = torch.empty_like(like).uniform_(generator=generator)
+    return uniform.clamp_min_(torch.finfo(like.dtype).tiny).log_().neg_().log_().neg_()
+
+
+class _StochasticQuantize(torch.autograd.Function):
+    """SQ of rows z against a codebook, memory-lean (eq. 2 + Gumbel-softmax, appendix E).
+
+    logits = -||z - b_k||^2 / (2 s^2),   s^2 = exp(log_variance)
+    entropy = H(softmax(logits))                     (per row)
+    relaxed: w = softmax((logits + g) / tau), z_q = w @ B   (g ~ Gumbel(0, 1))
+    argmax:  z_q = B[argmax logits];  sample: z_q = B[argmax (logits + g)]
+
+    Only the relaxed weights w (N x K) are kept for the backward pass; logits are recomputed chunk by chunk.
+    A naive autograd graph would keep distances, log-probabilities, probabilities, noise and weights alive.
+    """
+
+    @staticmethod
+    def forward(ctx, z, codebook, log_variance, temperature, mode, generator, max_chunk_elements):
+        num_rows, num_codes = z.shape[0], codebook.shape[0]
+        step = _rows_per_chunk(num_codes, max_chunk_elements)
+        inv_two_var = 0.5 * torch.exp(-log_variance)
+        weights = z.new_empty(num_rows, num_codes) if mode == "relaxed" else None
+        indices = torch.empty(num_rows, dtype=torch.long, device=z.device)
+        entropy = z.new_empty(num_rows)
+        quantized = z.new_empty(num_rows, z.shape[1])
+        for start in range(0, num_rows, step):
+            rows = slice(start, start + step)
+            logits = squared_distances(z[rows], codebook).mul_(-inv_two_var)  # (n, K)
+            log_probs = torch.log_softmax(logits, dim=-1)
+            entropy[rows] = -(log_probs.exp() * log_probs).sum(-1)
+            del log_probs
+            # The hard index is the mode of P-hat (nearest code), except when sampling.
+            indices[rows] = logits.argmax(-1)
+            if mode != "argmax":
+                logits.add_(gumbel_noise(logits, generator))
+                if mode == "sample":
+                    indices[rows] = logits.argmax(-1)
+                else:
+                    w = torch.softmax(logits.div_(temperature), dim=-1)
+                    weights[rows] = w
+                    quantized[rows] = w @ codebook
+                    continue
+            quantized[rows] = codebook[indices[rows]]
+        ctx.mode = mode
+        ctx.temperature = temperature
+        ctx.step = step
+        ctx.save_for_backward(z, codebook, log_variance, indices, weights)
+        ctx.mark_non_differentiable(indices)
+        return quantized, indices, entropy
+
+    @staticmethod
+    def backward(ctx, grad_quantized, grad_indices, grad_entropy):
+        z, codebook, log_variance, indices, weights = ctx.saved_tensors
+        inv_two_var = 0.5 * torch.exp(-log_variance)
+        grad_z = torch.zeros_like(z)
+        grad_codebook = torch.zeros_like(codebook)
+        grad_log_variance = torch.zeros_like(log_variance)
+        if grad_quantized is None:
+            grad_quantized = torch.zeros(z.shape[0], codebook.shape[1], dtype=z.dtype, device=z.device)
+        if grad_entropy is None:
+            grad_entropy = torch.zeros(z.shape[0], dtype=z.dtype, device=z.device)
+        if ctx.mode != "relaxed":
+            # Hard codes: gradient reaches the selected codes only (no path through argmax).
+            grad_codebook.index_add_(0, indices, grad_quantized)
+        for start in range(0, z.shape[0], ctx.step):
+            rows = slice(start, start + ctx.step)
+            z_rows = z[rows]
+            distances = squared_distances(z_rows, codebook)  # (n, K)
+            logits = distances * (-inv_two_var)
+            log_probs = torch.log_softmax(logits, dim=-1)
+            probs = log_probs.exp()
+            entropy = -(probs * log_probs).sum(-1, keepdim=True)
+            # dH/dlogits = -p (log p + H)
+            grad_logits = probs.mul_(log_probs.add_(entropy)).mul_(-grad_entropy[rows].unsqueeze(-1))
+            del log_probs, probs
+            if ctx.mode == "relaxed":
+                w = weights[rows]
+                grad_codebook += w.t() @ grad_quantized[rows]
+                grad_w = grad_quantized[rows] @ codebook.t()  # (n, K)
+                # softmax Jacobian, divided by the Gumbel-softmax temperature
+                grad_w.sub_((grad_w * w).sum(-1, keepdim=True)).mul_(w).div_(ctx.temperature)
+                grad_logits += grad_w
+                del grad_w
+            # logits = -d / (2 s^2): d(logits)/d(log s^2) = -logits
+            grad_log_variance -= (grad_logits * logits).sum()
+            grad_distances = grad_logits.mul_(-inv_two_var)
+            del logits, distances
+            # d = |z|^2 - 2 z B^T + |b|^2
+            row_sums = grad_distances.sum(-1, keepdim=True)
+            grad_z[rows] = 2.0 * (z_rows * row_sums - grad_distances @ codebook)
+            grad_codebook += 2.0 * (
+                codebook * grad_distances.sum(0).unsqueeze(-1) - grad_distances.t() @ z_rows
+            )
+        return grad_z, grad_codebook, grad_log_variance, None, None, None, None
+
+
+def stochastic_quantize_reference(
+    z: torch.Tensor,
+    codebook: torch.Tensor,
+    log_variance: torch.Tensor,
+    temperature: float,
+    gumbel: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Plain-autograd SQ (the readable definition), used to test the fused version. gumbel=None: argmax."""
+    logits = -((z.unsqueeze(1) - codebook.unsqueeze(0)) ** 2).sum(-1) / (2 * log_variance.exp())
+    log_probs = torch.log_softmax(logits, -1)
+    entropy = -(log_probs.exp() * log_probs).sum(-1)
+    indices = logits.argmax(-1)
+    if gumbel is None:
+        return codebook[indices], indices, entropy
+    weights = torch.softmax((logits + gumbel) / temperature, -1)
+    return weights @ codebook, indices, entropy
+
+
+class StochasticQuantizer(nn.Module):
+    """Stochastic quantization with a learnable dequantization variance s^2 (eq. 2).
+
+    P-hat(z_i = b_k | z~_i) ∝ exp(-||z~_i - b_k||^2 / (2 s^2)). Training draws a Gumbel-softmax relaxed sample
+    at temperature tau (appendix E); evaluation takes the argmax, and ``mode="sample"`` draws a hard sample.
+    s^2 = exp(log_variance), trained by gradient ("self-annealing": it falls during training, section 5.3).
+
+    ``codebook``: pass another layer's ``Codebook`` to share it; it is then *not* registered here, so its
+    parameters have one owner (tied tensors break ``save_pretrained``).
+    """
+
+    def __init__(
+        self,
+        codebook_size: int,
+        dim: int,
+        init_variance: float = 1.0,
+        codebook: Codebook | None = None,
+    ):
+        super().__init__()
+        if init_variance <= 0:
+            raise ValueError(f"init_variance must be > 0, got {init_variance}")
+        if codebook is None:
+            self.codebook = Codebook(codebook_size, dim)
+        else:
+            if codebook.codebook_size != codebook_size or codebook.dim != dim:
+                raise ValueError(
+                    f"shared codebook is {codebook.codebook_size}x{codebook.dim}, expected {codebook_size}x{dim}"
+                )
+            self._shared = (codebook,)  # a tuple hides it from nn.Module registration: one owner
+        self.log_variance = nn.Parameter(torch.tensor(math.log(init_variance)))
+
+    def get_codebook(self) -> Codebook:
+        return self._shared[0] if hasattr(self, "_shared") else self.codebook
+
+    @property
+    def variance(self) -> torch.Tensor:
+        return self.log_variance.exp()
+
+    def forward(
+        self,
+        z: torch.Tensor,
+        mode: SQMode = "relaxed",
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> QuantizerOutput:
+        if mode not in ("relaxed", "argmax", "sample"):
+            raise ValueError(f"mode must be 'relaxed', 'argmax' or 'sample', got {mode!r}")
+        if mode == "relaxed" and not temperature > 0:
+            raise ValueError(f"temperature must be > 0 for the relaxed sample, got {temperature}")
+        with _fp32_no_autocast(z.device):
+            quantized, indices, entropy = _StochasticQuantize.apply(
+                z.float(),
+                self.get_codebook().weight.float(),
+                self.log_variance.float(),
+                float(temperature),
+                mode,
+                generator,
+                _MAX_CHUNK_ELEMENTS,
+            )
+        return QuantizerOutput(quantized=quantized, indices=indices, entropy=entropy)
+
+
+class VectorQuantizer(nn.Module):
+    """Nearest-code VQ with the straight-through estimator (VQ-VAE; baselines of eq. 7 and 15).
+
+    ``codebook_update="ema"``: codes follow an EMA of their assigned vectors (decay 0.99) during training;
+    ``"loss"``: codes are parameters trained by the codebook loss ||sg[z] - e||^2, which the model adds.
+    The commitment loss beta ||z - sg[e]||^2 is the model's, since for residual layers it applies to the
+    cumulative sum (eq. 15). ``dead_code_threshold`` > 0 enables code reset (EMA usage below it).
+    """
+
+    def __init__(
+        self,
+        codebook_size: int,
+        dim: int,
+        codebook_update: Literal["ema", "loss"] = "ema",
+        ema_decay: float = 0.99,
+        dead_code_threshold: float = 0.0,
+        codebook: Codebook | None = None,
+    ):
+        super().__init__()
+        if codebook_update not in ("ema", "loss"):
+            raise ValueError(f"codebook_update must be 'ema' or 'loss', got {codebook_update!r}")
+        if dead_code_threshold > 0 and codebook_update != "ema":
+            raise ValueError("code reset (dead_code_threshold > 0) needs codebook_update='ema'")
+        self.codebook_update = codebook_update
+        self.dead_code_threshold = dead_code_threshold
+        if codebook is None:
+            self.codebook = Codebook(
+                codebook_size, dim, use_ema=codebook_update == "ema", ema_decay=ema_decay
+            )
+        else:
+            if codebook.codebook_size != codebook_size or codebook.dim != dim:
+                raise ValueError(
+                    f"shared codebook is {codebook.codebook_size}x{codebook.dim}, expected {codebook_size}x{dim}"
+                )
+            self._shared = (codebook,)
+
+    def get_codebook(self) -> Codebook:
+        return self._shared[0] if hasattr(self, "_shared") else self.codebook
+
+    def forward(self, z: torch.Tensor) -> QuantizerOutput:
+        codebook = self.get_codebook()
+        with _fp32_no_autocast(z.device):
+            z = z.float()
+            indices = codebook.nearest(z)
+            if self.training and codebook.use_ema:
+                codebook.ema_update(z, indices)
+                if self.dead_code_threshold > 0:
+                    codebook.reset_dead_codes(z, self.dead_code_threshold)
+            # Codes receive gradient (codebook loss) only when they are parameters.
+            quantized = codebook.lookup(indices)
+        return QuantizerOutput(quantized=quantized, indices=indices, entropy=torch.zeros_like(z[:, 0]))
+
+
+class ResidualQuantizer(nn.Module):
+    """Applies quantizers in turn to the remaining residual (RQ / RSQ, eq. 8-9): target ≈ sum_l Z_l.
+
+    Works on flat rows (N, d). ``forward`` returns the per-layer outputs; the sum of their ``quantized`` is
+    the approximation of the target.
+    """
+
+    def __init__(self, layers: list[StochasticQuantizer] | list[VectorQuantizer]):
+        super().__init__()
+        if len(layers) == 0:
+            raise ValueError("ResidualQuantizer needs at least one layer")
+        self.layers = nn.ModuleList(layers)
+
+    @classmethod
+    def build(
+        cls,
+        kind: Literal["sq", "vq"],
+        codebook_sizes: list[int],
+        dim: int,
+        share_codebook: bool = False,
+        **quantizer_kwargs,
+    ) -> ResidualQuantizer:
+        """Builds L layers; with ``share_codebook`` all depths use the first layer's codebook."""
+        if share_codebook and len(set(codebook_sizes)) != 1:
+            raise ValueError(f"a shared codebook needs equal codebook sizes, got {codebook_sizes}")
+        layer_cls = StochasticQuantizer if kind == "sq" else VectorQuantizer
+        layers: list = []
+        for size in codebook_sizes:
+            shared = layers[0].get_codebook() if (share_codebook and layers) else None
+            layers.append(layer_cls(size, dim, codebook=shared, **quantizer_kwargs))
+        return cls(layers)
+
+    def forward(self, target: torch.Tensor, **kwargs) -> list[QuantizerOutput]:
+        outputs = []
+        residual = target
+        for layer in self.layers:
+            out = layer(residual, **kwargs)
+            outputs.append(out)
+            residual = residual - out.quantized
+        return outputs
