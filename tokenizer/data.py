@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import math
 import os
 from pathlib import Path
 
@@ -112,3 +113,146 @@ class FashionMNIST(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.images[index], self.labels[index]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Generic image datasets through Hugging Face `datasets`
+# --------------------------------------------------------------------------------------------------------------
+BAD_IMAGE_ERRORS = (OSError, ValueError, SyntaxError)  # what PIL raises on corrupt or truncated files
+
+
+def load_hf_split(source: str, path: str, split: str):
+    """One split of a hub dataset, an image folder, parquet files or a ``save_to_disk`` folder."""
+    import datasets
+
+    if source == "hub":
+        return datasets.load_dataset(path, split=split)
+    if source == "imagefolder":
+        return datasets.load_dataset("imagefolder", data_dir=path, split=split)
+    if source == "parquet":
+        files = sorted(str(p) for p in Path(path).glob(f"{split}*.parquet"))
+        if not files:
+            raise FileNotFoundError(f"no {split}*.parquet files in {path}")
+        return datasets.load_dataset("parquet", data_files={split: files}, split=split)
+    if source == "arrow":
+        loaded = datasets.load_from_disk(path)
+        if isinstance(loaded, datasets.DatasetDict):
+            if split not in loaded:
+                raise ValueError(f"{path} has splits {list(loaded)}, not {split!r}")
+            return loaded[split]
+        return loaded
+    raise ValueError(f"unknown data source {source!r}")
+
+
+def to_tensor_image(
+    image, channels: int, image_size: int, center_crop: bool = True, min_image_size: int = 0
+) -> torch.Tensor:
+    """PIL image -> (channels, S, S) float in [0, 1]: grayscale/RGBA converted (alpha composited on white),
+    shorter side resized to S (bicubic), then center-cropped (or squashed to S x S without ``center_crop``)."""
+    from PIL import Image
+
+    if min(image.size) < min_image_size:
+        raise ValueError(
+            f"image of size {image.size[0]}x{image.size[1]} is below min_image_size={min_image_size}"
+        )
+    if image.mode in ("RGBA", "LA", "P"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    image = image.convert("L" if channels == 1 else "RGB")
+    width, height = image.size
+    if center_crop:
+        scale = image_size / min(width, height)
+        new_size = (max(image_size, round(width * scale)), max(image_size, round(height * scale)))
+        image = image.resize(new_size, Image.BICUBIC)
+        left, top = (new_size[0] - image_size) // 2, (new_size[1] - image_size) // 2
+        image = image.crop((left, top, left + image_size, top + image_size))
+    else:
+        image = image.resize((image_size, image_size), Image.BICUBIC)
+    array = np.asarray(image, dtype=np.uint8)
+    tensor = torch.from_numpy(array.copy()).float().div_(255.0)
+    if tensor.ndim == 2:
+        tensor = tensor.unsqueeze(-1)
+    tensor = tensor.permute(2, 0, 1)
+    if tensor.shape[0] != channels:  # e.g. channels = 2 or 4: repeat/trim the gray or RGB planes
+        tensor = tensor.repeat(math.ceil(channels / tensor.shape[0]), 1, 1)[:channels]
+    return tensor
+
+
+class ImageDataset(Dataset):
+    """(image, label) from a Hugging Face dataset whose ``image_column`` holds images (decoded here, so that a
+    corrupt file can be skipped and counted, or stop the run naming it).
+
+    ``on_bad_image="skip"`` returns None for a bad record (``collate_images`` drops and counts it);
+    ``"raise"`` raises ``ValueError`` naming the record and its file.
+    """
+
+    def __init__(
+        self,
+        hf_dataset,
+        channels: int,
+        image_size: int,
+        image_column: str = "image",
+        label_column: str | None = "label",
+        center_crop: bool = True,
+        on_bad_image: str = "skip",
+        min_image_size: int = 0,
+    ):
+        import datasets
+
+        if image_column not in hf_dataset.column_names:
+            raise ValueError(
+                f"image_column {image_column!r} not in the dataset's columns {hf_dataset.column_names}"
+            )
+        if label_column is not None and label_column not in hf_dataset.column_names:
+            raise ValueError(
+                f"label_column {label_column!r} not in the dataset's columns {hf_dataset.column_names}"
+            )
+        if on_bad_image not in ("skip", "raise"):
+            raise ValueError(f"on_bad_image must be 'skip' or 'raise', got {on_bad_image!r}")
+        self.data = hf_dataset.cast_column(image_column, datasets.Image(decode=False))
+        self.channels, self.image_size = channels, image_size
+        self.image_column, self.label_column = image_column, label_column
+        self.center_crop = center_crop
+        self.on_bad_image, self.min_image_size = on_bad_image, min_image_size
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def _open(self, record):
+        import io
+
+        from PIL import Image
+
+        if record.get("bytes"):
+            image = Image.open(io.BytesIO(record["bytes"]))
+        else:
+            image = Image.open(record["path"])
+        image.load()  # decode now: truncated files fail here
+        return image
+
+    def __getitem__(self, index: int):
+        row = self.data[index]
+        record = row[self.image_column]
+        try:
+            image = to_tensor_image(
+                self._open(record), self.channels, self.image_size, self.center_crop, self.min_image_size
+            )
+        except BAD_IMAGE_ERRORS as error:
+            where = record.get("path") or f"record {index}"
+            if self.on_bad_image == "raise":
+                raise ValueError(f"cannot use image {where} (index {index}): {error}") from error
+            logger.warning("skipping image %s (index %d): %s", where, index, error)
+            return None
+        label = int(row[self.label_column]) if self.label_column is not None else -1
+        return image, torch.tensor(label)
+
+
+def collate_images(batch):
+    """Stacks (image, label) pairs, dropping the ``None`` of skipped images: -> (images, labels, num_skipped)."""
+    kept = [item for item in batch if item is not None]
+    skipped = len(batch) - len(kept)
+    if not kept:
+        return None, None, skipped
+    images, labels = zip(*kept)
+    return torch.stack(images), torch.stack(labels), skipped

@@ -1,8 +1,9 @@
-"""Reconstruction metrics of a tokenizer over a dataset: RMSE, PSNR and per-layer codebook usage.
+"""Reconstruction metrics of a tokenizer over a dataset: RMSE, PSNR, SSIM, LPIPS and per-layer codebook usage.
 
 Images and reconstructions are compared in the data range [0, 1], reconstructions clamped to it.
 Perplexity is exp(H) of the hard-code histogram over the *whole* split (Table 1's exp(H(Q(Z_l))) with the
-deterministic posterior), with the number of distinct codes used.
+deterministic posterior), with the number of distinct codes used. SSIM is torchmetrics' (Gaussian window
+11, sigma 1.5); LPIPS is reported only when a perceptual model is passed (it needs the VGG16 weights).
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from .quantizers import perplexity_from_counts
 class ReconstructionMetrics:
     rmse: float
     psnr: float
+    ssim: float
+    lpips: float | None
+    loss: float
     perplexity: list[float]
     codes_used: list[int]
     num_images: int
@@ -29,28 +33,55 @@ class ReconstructionMetrics:
 
 
 @torch.no_grad()
-def evaluate_reconstruction(model, loader, device=None, progress: bool = False) -> ReconstructionMetrics:
-    """Runs ``model`` (an ``HQVAE``) in eval mode over ``loader`` of (image, label) batches."""
+def evaluate_reconstruction(
+    model,
+    loader,
+    device=None,
+    perceptual=None,
+    max_images: int | None = None,
+    progress: bool = False,
+) -> ReconstructionMetrics:
+    """Runs ``model`` (an ``HQVAE``) in eval mode over ``loader`` batches ((images, labels[, skipped]))."""
+    from torchmetrics.functional.image import structural_similarity_index_measure as ssim_fn
+
     was_training = model.training
     model.eval()
     device = device or next(model.parameters()).device
     squared_error, num_values, num_images = 0.0, 0, 0
+    ssim_sum, lpips_sum, loss_sum = 0.0, 0.0, 0.0
     counts = [torch.zeros(k, dtype=torch.long, device=device) for k in model.codebook_sizes]
-    for images, *_ in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
-        images = images.to(device)
+    for batch in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
+        images = batch[0]
+        if images is None:
+            continue
+        if max_images is not None and num_images >= max_images:
+            break
+        if max_images is not None:
+            images = images[: max_images - num_images]
+        images = images.to(device).float()
         out = model(images)
         reconstruction = out.sample.float().clamp(0.0, 1.0)
-        squared_error += (reconstruction - images.float()).pow(2).sum().item()
+        batch_size = images.shape[0]
+        squared_error += (reconstruction - images).pow(2).sum().item()
         num_values += images.numel()
-        num_images += images.shape[0]
+        num_images += batch_size
+        loss_sum += out.loss.item() * batch_size
+        ssim_sum += ssim_fn(reconstruction, images, data_range=1.0).item() * batch_size
+        if perceptual is not None:
+            lpips_sum += perceptual(reconstruction, images, pad_and_trim=False).item() * batch_size
         for count, idx in zip(counts, out.indices):
             count += torch.bincount(idx.flatten(), minlength=count.numel())
     model.train(was_training)
-    mse = squared_error / max(num_values, 1)
+    if num_images == 0:
+        raise ValueError("evaluation loader yielded no images")
+    mse = squared_error / num_values
     stats = [tuple(t.item() for t in perplexity_from_counts(c)) for c in counts]
     return ReconstructionMetrics(
         rmse=math.sqrt(mse),
         psnr=10 * math.log10(1.0 / mse) if mse > 0 else float("inf"),
+        ssim=ssim_sum / num_images,
+        lpips=lpips_sum / num_images if perceptual is not None else None,
+        loss=loss_sum / num_images,
         perplexity=[p for p, _ in stats],
         codes_used=[int(u) for _, u in stats],
         num_images=num_images,

@@ -36,7 +36,8 @@ from .quantizers import QuantizerOutput, ResidualQuantizer, perplexity_from_indi
 
 @dataclass
 class HQVAEOutput(BaseOutput):
-    """Named output of ``HQVAE.forward``. Per-layer tensors have shape (L,), top layer first.
+    """Named output of ``HQVAE.forward``. Per-layer tensors have shape (L,), top layer first. (Fields after
+    ``sample`` default to None only so that mapping utilities, e.g. accelerate's fp32 conversion, can rebuild it.)
 
     sample: reconstruction (B, C, H, W).
     loss: the training objective (per image, averaged over the batch).
@@ -44,7 +45,8 @@ class HQVAEOutput(BaseOutput):
     latent_losses: SQ: ||target_r - Y_r||^2 / (2 sum_{l in r} s_l^2) per *resolution* (R,); VQ: zeros.
     kl_losses: SQ: discrete KL to the uniform prior per layer, sum_i (log K_l - H_i) >= 0; VQ: zeros.
     commitment_losses / codebook_losses: VQ terms per layer (beta already applied); SQ: zeros.
-    progressive_losses: reconstruction loss of each prefix Z_{1:l} (eq. 28) when progressive coding is on.
+    progressive_losses: reconstruction loss of each resolution prefix Z_{1:L_r} (eq. 28/29), (R,), when
+        progressive coding is on; ``reconstruction_loss`` is then their sum.
     perplexity / codes_used: exp(H) of the batch's hard-code histogram and the distinct codes per layer.
     entropy: mean quantization entropy H(P-hat(z | z~)) per code, per layer (Figure 4b/4d); VQ: zeros.
     variances: s_l^2 per layer (SQ); decoder_variance: sigma^2; temperature: the Gumbel-softmax tau used.
@@ -52,20 +54,20 @@ class HQVAEOutput(BaseOutput):
     """
 
     sample: torch.Tensor
-    loss: torch.Tensor
-    reconstruction_loss: torch.Tensor
-    latent_losses: torch.Tensor
-    kl_losses: torch.Tensor
-    commitment_losses: torch.Tensor
-    codebook_losses: torch.Tensor
-    progressive_losses: torch.Tensor | None
-    perplexity: torch.Tensor
-    codes_used: torch.Tensor
-    entropy: torch.Tensor
-    variances: torch.Tensor
-    decoder_variance: torch.Tensor
-    temperature: torch.Tensor
-    indices: list[torch.Tensor]
+    loss: torch.Tensor | None = None
+    reconstruction_loss: torch.Tensor | None = None
+    latent_losses: torch.Tensor | None = None
+    kl_losses: torch.Tensor | None = None
+    commitment_losses: torch.Tensor | None = None
+    codebook_losses: torch.Tensor | None = None
+    progressive_losses: torch.Tensor | None = None
+    perplexity: torch.Tensor | None = None
+    codes_used: torch.Tensor | None = None
+    entropy: torch.Tensor | None = None
+    variances: torch.Tensor | None = None
+    decoder_variance: torch.Tensor | None = None
+    temperature: torch.Tensor | None = None
+    indices: list[torch.Tensor] | None = None
 
 
 def _to_rows(feature_map: torch.Tensor) -> torch.Tensor:
@@ -91,13 +93,16 @@ class HQVAE(ModelMixin, ConfigMixin):
         codebook_sizes: K_l per layer (length L), or one int for all layers.
         quantizer: "sq" (HQ-VAE, variational Bayes) or "vq" (VQ-VAE-2 / RQ-VAE baselines).
         share_codebook: residual layers of a resolution share one codebook (RQ-VAE / RSQ-VAE option).
+        codebook_init_std: codes start as N(0, std^2 I). 1.0 is the reference implementations' randn; it
+            should match the scale of the encoder outputs, or every output starts far inside the codebook.
         init_variance: initial s_l^2 (SQ). It decides short-budget behaviour, since s^2 moves slowly.
         temperature_decay, min_temperature: tau = max(c_tau, exp(-r t)) with t the global training step
             (appendix E; r = 1e-5 and c_tau = 0 in the paper, tuned for ~1e5+ steps).
         residual_objective: "summed" (eq. 14/26: one error term per resolution with the summed variance) or
             "per_layer" (the naive eq. 10, unstable per the paper; for ablations only).
         decoder_variance: "ml" (closed-form maximum-likelihood sigma^2) or "learned" (a trained log sigma^2).
-        progressive_coding: add the reconstruction term of every prefix Z_{1:l} (eq. 28/29).
+        progressive_coding: add a reconstruction term for every resolution prefix Z_{1:L_r} (eq. 28 for
+            SQ-VAE-2, eq. 29 for the hybrid); needs at least two resolutions.
         commitment_cost: beta of eq. 7/15 (VQ).
         codebook_update: "ema" or "loss" (VQ).
         ema_decay: EMA decay of VQ codebooks (0.99).
@@ -117,6 +122,7 @@ class HQVAE(ModelMixin, ConfigMixin):
         codebook_sizes: list[int] | int = 512,
         quantizer: Literal["sq", "vq"] = "sq",
         share_codebook: bool = False,
+        codebook_init_std: float = 1.0,
         init_variance: float = 1.0,
         temperature_decay: float = 1e-5,
         min_temperature: float = 0.0,
@@ -142,6 +148,13 @@ class HQVAE(ModelMixin, ConfigMixin):
             residual_objective,
             decoder_variance,
         )
+        if progressive_coding and len(layers_per_resolution) == 1:
+            raise ValueError(
+                "progressive_coding (eq. 28/29) adds one decoder term per resolution; this model has a single "
+                "resolution, so it would change nothing"
+            )
+        if progressive_coding and quantizer != "sq":
+            raise ValueError("progressive_coding is part of the HQ-VAE objective and needs quantizer='sq'")
         if not 0.0 <= min_temperature <= 1.0 or temperature_decay < 0:
             raise ValueError(
                 f"need 0 <= min_temperature <= 1 and temperature_decay >= 0, got {min_temperature}, {temperature_decay}"
@@ -166,9 +179,10 @@ class HQVAE(ModelMixin, ConfigMixin):
             ]
         )
         if quantizer == "sq":
-            quantizer_kwargs = {"init_variance": init_variance}
+            quantizer_kwargs = {"init_variance": init_variance, "codebook_init_std": codebook_init_std}
         else:
             quantizer_kwargs = {
+                "codebook_init_std": codebook_init_std,
                 "codebook_update": codebook_update,
                 "ema_decay": ema_decay,
                 "dead_code_threshold": dead_code_threshold,
@@ -407,16 +421,17 @@ class HQVAE(ModelMixin, ConfigMixin):
         state, groups = self._infer(images, mode, tau, generator)
         reconstruction = self.decoder(state)
 
-        reconstruction_loss, decoder_variance = self._reconstruction_loss(images, reconstruction)
+        reconstruction_loss, decoder_variance = self.reconstruction_term(images, reconstruction)
         progressive = None
-        if self.config.progressive_coding and self.num_layers > 1:
+        if self.config.progressive_coding:
+            # Eq. 28 (SQ-VAE-2) / eq. 29 (hybrid): one Gaussian decoder term per resolution prefix Z_{1:L_r},
+            # each with its own ML variance sigma_r^2 (v_r = 0 as in the paper).
             all_codes = [c for _, codes, _ in groups for c in codes]
             prefix_losses = []
-            for prefix in range(1, self.num_layers):
+            for prefix in self._resolution_prefixes()[:-1]:
                 codes = all_codes[:prefix] + [None] * (self.num_layers - prefix)
-                prefix_losses.append(
-                    self._reconstruction_loss(images, self.decoder(self._state_from_codes(codes)))[0]
-                )
+                prefix_recon = self.decoder(self._state_from_codes(codes))
+                prefix_losses.append(self.reconstruction_term(images, prefix_recon)[0])
             progressive = torch.stack(prefix_losses + [reconstruction_loss])
             reconstruction_loss = progressive.sum()
 
@@ -446,10 +461,14 @@ class HQVAE(ModelMixin, ConfigMixin):
             codes_used=torch.stack([u for _, u in stats]),
             entropy=torch.stack([o.entropy.detach().mean() for o in outputs]),
             variances=self.dequantization_variances().detach(),
-            decoder_variance=decoder_variance.detach(),
+            decoder_variance=decoder_variance,
             temperature=torch.tensor(tau if is_sq else 0.0),
             indices=indices,
         )
+
+    def _resolution_prefixes(self) -> list[int]:
+        """L_r: the number of layers down to the end of each resolution, e.g. [2, 2, 2] -> [2, 4, 6]."""
+        return [sum(self.config.layers_per_resolution[: r + 1]) for r in range(self.num_resolutions)]
 
     def dequantization_variances(self) -> torch.Tensor:
         """s_l^2 per layer (SQ); zeros for VQ."""
@@ -460,20 +479,34 @@ class HQVAE(ModelMixin, ConfigMixin):
     # ----------------------------------------------------------------------------------------------------
     # Objectives
     # ----------------------------------------------------------------------------------------------------
-    def _reconstruction_loss(self, images, reconstruction) -> tuple[torch.Tensor, torch.Tensor]:
+    def reconstruction_term(
+        self,
+        images: torch.Tensor,
+        reconstruction: torch.Tensor,
+        extra_distortion: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The decoder term of the objective and sigma^2 (detached), per image.
+
+        ``extra_distortion`` (a per-element distortion, e.g. a weighted LPIPS) is added to the mean squared
+        error: SQ-VAE uses the distortion d = mse + extra in place of ||x - x-hat||^2 / D (appendix F.5 puts
+        LPIPS in place of the squared error inside the same Gaussian term); VQ adds it to the MSE.
+        """
         error = (images.float() - reconstruction.float()).pow(2)
+        distortion = error.mean()
+        if extra_distortion is not None:
+            distortion = distortion + extra_distortion.float()
         if self.config.quantizer == "vq":
             # Eq. 7 / 15: ||x - f(Z)||^2, per element (as in the reference VQ-VAE-2 / RQ-VAE code).
-            return error.mean(), error.mean().detach()
+            return distortion, distortion.detach()
         dim = error[0].numel()  # D
         if self.config.decoder_variance == "ml":
             # sigma^2 = ||x - x-hat||^2 / D (batch ML estimate, Takida et al. 2022a) substituted into
             # (D/2) log sigma^2 + ||x - x-hat||^2 / (2 sigma^2) = (D/2) log sigma^2 + D/2   (eq. 6, first terms)
-            variance = error.mean().clamp_min(1e-12)
-            return 0.5 * dim * torch.log(variance) + 0.5 * dim, variance
+            variance = distortion.clamp_min(1e-12)
+            return 0.5 * dim * torch.log(variance) + 0.5 * dim, variance.detach()
         variance = self.log_decoder_variance.float().exp()
-        per_image = error.flatten(1).sum(1).mean()
-        return 0.5 * dim * self.log_decoder_variance.float() + per_image / (2 * variance), variance
+        per_image = dim * distortion
+        return 0.5 * dim * self.log_decoder_variance.float() + per_image / (2 * variance), variance.detach()
 
     def _sq_latent_terms(self, groups, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Latent terms of eq. 6 / 14 / 26, per image.

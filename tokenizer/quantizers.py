@@ -85,8 +85,11 @@ class Codebook(nn.Module):
         use_ema: bool = False,
         ema_decay: float = 0.99,
         ema_epsilon: float = 1e-5,
+        init_std: float = 1.0,
     ):
         super().__init__()
+        if init_std <= 0:
+            raise ValueError(f"init_std must be > 0, got {init_std}")
         if codebook_size < 2:
             raise ValueError(f"codebook_size must be >= 2, got {codebook_size}")
         if not 0.0 < ema_decay < 1.0:
@@ -98,7 +101,7 @@ class Codebook(nn.Module):
         self.ema_epsilon = ema_epsilon
         # EMA codebooks are not trained by gradient; the tensor stays a Parameter so it is saved and moved
         # like every other weight.
-        self.weight = nn.Parameter(torch.randn(codebook_size, dim), requires_grad=not use_ema)
+        self.weight = nn.Parameter(torch.randn(codebook_size, dim) * init_std, requires_grad=not use_ema)
         if use_ema:
             self.register_buffer("ema_cluster_size", torch.zeros(codebook_size))
             self.register_buffer("ema_embed_sum", self.weight.detach().clone())
@@ -294,12 +297,13 @@ class StochasticQuantizer(nn.Module):
         dim: int,
         init_variance: float = 1.0,
         codebook: Codebook | None = None,
+        codebook_init_std: float = 1.0,
     ):
         super().__init__()
         if init_variance <= 0:
             raise ValueError(f"init_variance must be > 0, got {init_variance}")
         if codebook is None:
-            self.codebook = Codebook(codebook_size, dim)
+            self.codebook = Codebook(codebook_size, dim, init_std=codebook_init_std)
         else:
             if codebook.codebook_size != codebook_size or codebook.dim != dim:
                 raise ValueError(
@@ -356,6 +360,7 @@ class VectorQuantizer(nn.Module):
         ema_decay: float = 0.99,
         dead_code_threshold: float = 0.0,
         codebook: Codebook | None = None,
+        codebook_init_std: float = 1.0,
     ):
         super().__init__()
         if codebook_update not in ("ema", "loss"):

@@ -228,18 +228,26 @@ def test_vq_objectives_equal_hand_computation(name):
     torch.testing.assert_close(out.loss, want, rtol=1e-5, atol=1e-6)
 
 
-def test_progressive_coding_sums_every_prefix():
-    model = make("sq_progressive").eval()
+def test_progressive_coding_sums_every_resolution_prefix():
+    model = make("sq_progressive").eval()  # layers_per_resolution [1, 2]: prefixes Z_1 and Z_1:3 (eq. 29)
     x = images()
     with torch.no_grad():
         out = model(x)
         indices = model.encode(x)
         D = x[0].numel()
-        for prefix in range(1, model.num_layers + 1):
+        assert out.progressive_losses.shape == (2,)
+        for term, prefix in zip(out.progressive_losses, (1, 3)):
             recon = model.decode_indices(indices, num_layers=prefix)
             mse = ((x - recon) ** 2).mean()
-            torch.testing.assert_close(out.progressive_losses[prefix - 1], D / 2 * torch.log(mse) + D / 2)
+            torch.testing.assert_close(term, D / 2 * torch.log(mse) + D / 2)
     torch.testing.assert_close(out.reconstruction_loss, out.progressive_losses.sum())
+
+
+def test_progressive_coding_needs_two_resolutions_and_sq():
+    with pytest.raises(ValueError, match="single resolution"):
+        HQVAE(**TINY, layers_per_resolution=[3], codebook_sizes=8, progressive_coding=True)
+    with pytest.raises(ValueError, match="needs quantizer='sq'"):
+        HQVAE(**TINY, layers_per_resolution=[1, 1], quantizer="vq", progressive_coding=True)
 
 
 def test_decode_from_top_layers_only():

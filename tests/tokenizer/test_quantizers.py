@@ -187,3 +187,11 @@ def test_codebook_rejects_bad_sizes():
         Codebook(1, 4)
     with pytest.raises(ValueError, match="init_variance"):
         StochasticQuantizer(4, 4, init_variance=0.0)
+
+
+def test_codebook_init_std_scales_the_codes():
+    torch.manual_seed(0)
+    small = Codebook(4096, 16, init_std=0.1)
+    torch.testing.assert_close(small.weight.std().item(), 0.1, rtol=0.05, atol=0)
+    with pytest.raises(ValueError, match="init_std"):
+        Codebook(4, 4, init_std=0.0)

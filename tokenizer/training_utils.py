@@ -1,0 +1,160 @@
+"""Helpers shared by both training entry points (tokenizer/train.py, prior/train.py).
+
+- ``ResumableSampler``: a per-epoch seeded shuffle, sharded by rank, that can restart mid-epoch.
+- ``CheckpointManager``: periodic, atomic, rotated checkpoints with a ``latest`` pointer.
+- ``check_finite``: stops a run on a NaN/inf loss, naming the step and the term.
+- ``ema_model``: an exponential moving average of the weights (and buffers).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Sampler
+
+logger = logging.getLogger(__name__)
+
+
+class ResumableSampler(Sampler[int]):
+    """Shuffles ``num_items`` with a generator seeded by (seed, epoch) and yields this rank's share, starting at
+    ``position``. Each epoch's order depends only on (seed, epoch), so the trainer restores the data position
+    exactly with ``set_position(epoch, position)``; it counts consumed items itself, since DataLoader workers
+    prefetch indices ahead of what the loop has used.
+    """
+
+    def __init__(self, num_items: int, seed: int, rank: int = 0, world_size: int = 1, shuffle: bool = True):
+        if num_items < world_size:
+            raise ValueError(f"{num_items} items cannot be shared by {world_size} processes")
+        self.num_items, self.seed, self.shuffle = num_items, seed, shuffle
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0
+        self.position = 0
+
+    def __len__(self) -> int:
+        return self.num_items // self.world_size - self.position
+
+    def set_position(self, epoch: int, position: int) -> None:
+        self.epoch, self.position = epoch, position
+
+    def __iter__(self) -> Iterator[int]:
+        if not self.shuffle:
+            order = list(range(self.num_items))
+        else:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            order = torch.randperm(self.num_items, generator=generator).tolist()
+        per_rank = self.num_items // self.world_size
+        mine = order[self.rank * per_rank : (self.rank + 1) * per_rank]
+        return iter(mine[self.position :])
+
+
+def rng_state(generators: dict[str, torch.Generator] | None = None) -> dict:
+    """Python, NumPy, torch (CPU and CUDA) and named generators' states."""
+    state = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "generators": {k: g.get_state() for k, g in (generators or {}).items()},
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict, generators: dict[str, torch.Generator] | None = None) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    for name, generator in (generators or {}).items():
+        generator.set_state(state["generators"][name])
+
+
+class CheckpointManager:
+    """``<root>/step-<N>/`` folders written atomically (to a temporary folder, then renamed), the newest
+    ``keep`` kept, and ``<root>/latest`` (a one-line file, replaced atomically) naming the newest complete one.
+
+    A run killed while saving leaves at most a ``.tmp-*`` folder, which the next save removes; earlier
+    checkpoints and the ``latest`` pointer are never touched before the new checkpoint is complete.
+    """
+
+    def __init__(self, root: str | os.PathLike, keep: int = 2):
+        if keep < 1:
+            raise ValueError(f"keep must be >= 1, got {keep}")
+        self.root = Path(root)
+        self.keep = keep
+
+    def save(self, step: int, state: dict) -> Path:
+        """``state``: name -> object for ``torch.save`` (one file each)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        for stale in self.root.glob(".tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        final = self.root / f"step-{step:08d}"
+        temporary = self.root / f".tmp-step-{step:08d}"
+        temporary.mkdir()
+        for name, value in state.items():
+            torch.save(value, temporary / f"{name}.pt")
+        (temporary / "COMPLETE").write_text(json.dumps({"step": step}))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(temporary, final)
+        pointer = self.root / ".latest.tmp"
+        pointer.write_text(final.name + "\n")
+        os.replace(pointer, self.root / "latest")
+        for old in self.checkpoints()[: -self.keep]:
+            shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def checkpoints(self) -> list[Path]:
+        """Complete checkpoints, oldest first."""
+        return sorted(p for p in self.root.glob("step-*") if (p / "COMPLETE").exists())
+
+    def latest(self) -> Path | None:
+        pointer = self.root / "latest"
+        if pointer.exists():
+            candidate = self.root / pointer.read_text().strip()
+            if (candidate / "COMPLETE").exists():
+                return candidate
+        complete = self.checkpoints()
+        return complete[-1] if complete else None
+
+    def resolve(self, resume: str) -> Path:
+        """``"latest"`` or a checkpoint folder -> a complete checkpoint folder (or a clear error)."""
+        path = self.latest() if resume == "latest" else Path(resume)
+        if path is None:
+            raise FileNotFoundError(f"--resume latest: no complete checkpoint under {self.root}")
+        if not (path / "COMPLETE").exists():
+            raise FileNotFoundError(f"--resume {resume}: {path} is not a complete checkpoint")
+        return path
+
+    @staticmethod
+    def load(path: Path, name: str):
+        return torch.load(path / f"{name}.pt", map_location="cpu", weights_only=False)
+
+
+def check_finite(step: int, terms: dict[str, torch.Tensor]) -> None:
+    """Raises ``FloatingPointError`` naming the step and every non-finite loss term."""
+    bad = [name for name, value in terms.items() if value is not None and not torch.isfinite(value).all()]
+    if bad:
+        values = {name: terms[name].detach().flatten().tolist() for name in bad}
+        raise FloatingPointError(
+            f"non-finite loss at step {step}: {', '.join(f'{k}={v}' for k, v in values.items())}; "
+            "the run stops here and keeps its last good checkpoint"
+        )
+
+
+def ema_model(model: torch.nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel:
+    """EMA of the weights and buffers: w_ema <- decay w_ema + (1 - decay) w after every optimiser step."""
+    if not 0.0 < decay < 1.0:
+        raise ValueError(f"ema decay must be in (0, 1), got {decay}")
+    return torch.optim.swa_utils.AveragedModel(
+        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(decay), use_buffers=True
+    )
