@@ -5,7 +5,8 @@ One entry point for every variant (SQ-VAE-2, RSQ-VAE, hybrid, VQ-VAE-2, RQ-VAE):
 run exactly. Writes into ``output_dir``:
 
 - ``config.yaml``        the resolved config;
-- ``history.jsonl``      every ``logging.log_every`` steps: each loss term, s_l^2, entropy, perplexity, tau,
+- ``history.jsonl``      every ``logging.log_every`` steps: each loss term, s_l^2, entropy, perplexity and
+                         codes used (over all processes' batches), tau,
                          sigma^2, LR, images/s (also to TensorBoard under ``tensorboard/``);
 - ``validation.jsonl``   periodic validation: loss, RMSE, PSNR, SSIM, LPIPS (when VGG weights exist), usage;
 - ``checkpoints/``       atomic, rotated training state (``latest`` names the newest complete one);
@@ -43,6 +44,7 @@ from tokenizer.losses import (
 )
 from tokenizer.metrics import evaluate_reconstruction
 from tokenizer.model import HQVAE
+from tokenizer.quantizers import perplexity_from_counts
 from tokenizer.training_utils import (
     CheckpointManager,
     ResumableSampler,
@@ -535,11 +537,14 @@ class Trainer:
             interval_images += num_images * acc.num_processes
             progress.update(1)
             step = self.step
+            if step % cfg.logging.log_every == 0 or step == cfg.optimizer.max_steps or step == 1:
+                usage = self._global_usage(out.indices)  # a collective: every process takes part
             if is_main and (
                 step % cfg.logging.log_every == 0 or step == cfg.optimizer.max_steps or step == 1
             ):
                 now = time.perf_counter()
                 record = {"step": step, **{k: _plain(getattr(out, k)) for k in OUTPUT_TERMS}}
+                record["perplexity"], record["codes_used"] = usage
                 record.update({k: _plain(v) for k, v in terms.items() if k not in ("objective", "total")})
                 record["learning_rate"] = self.optimizer.param_groups[0]["lr"]
                 record["images_per_second"] = round(interval_images / max(now - interval_start, 1e-9), 1)
@@ -574,6 +579,16 @@ class Trainer:
         acc.wait_for_everyone()
         acc.end_training()
         return result
+
+    def _global_usage(self, indices: list[torch.Tensor]) -> tuple[list[float], list[int]]:
+        """Per-layer perplexity and distinct codes of this step's batch over *all* processes."""
+        perplexity, used = [], []
+        for idx, size in zip(indices, self.unwrapped.codebook_sizes):
+            counts = self.accelerator.reduce(torch.bincount(idx.flatten(), minlength=size), reduction="sum")
+            p, u = perplexity_from_counts(counts)
+            perplexity.append(p.item())
+            used.append(int(u))
+        return perplexity, used
 
     def _truncate_logs_after(self, step: int) -> None:
         """On resume, drop log lines a killed run wrote after its last checkpoint."""

@@ -160,6 +160,7 @@ def test_nan_loss_stops_naming_step_and_term_and_keeps_the_last_checkpoint(
             ],
             set(),
         ),
+        (["logging.tensorboard=true"], set()),
     ],
 )
 def test_training_options_run(idx_dataset, tmp_path, overrides, history_keys):
@@ -168,6 +169,8 @@ def test_training_options_run(idx_dataset, tmp_path, overrides, history_keys):
     history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
     assert history_keys <= set(history[-1])
     assert np.isfinite(result["rmse"])
+    if "logging.tensorboard=true" in overrides:
+        assert list((out / "tensorboard").rglob("events.out.tfevents.*"))
     if "optimizer.ema_decay=0.9" in overrides:
         assert result["weights"] == "ema" and (out / "model_ema" / "config.json").exists()
 
