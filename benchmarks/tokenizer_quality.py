@@ -57,7 +57,15 @@ def _fmt(values, digits=2) -> str:
     return ", ".join(f"{v:.{digits}f}" if isinstance(v, float) else str(v) for v in values)
 
 
-def run(variants: list[str], steps: int, sq_overrides: dict, seed: int, out_root: Path) -> list[dict]:
+def run(
+    variants: list[str],
+    steps: int,
+    sq_overrides: dict,
+    seed: int,
+    out_root: Path,
+    data_path: str | None = None,
+    validation_size: int = 5000,
+) -> list[dict]:
     rows = []
     for name in variants:
         model = {**ARCH, **VARIANTS[name]}
@@ -67,11 +75,21 @@ def run(variants: list[str], steps: int, sq_overrides: dict, seed: int, out_root
             TrainConfig,
             {
                 "model": model,
-                "data": {"batch_size": 32},
+                "data": {
+                    "batch_size": 32,
+                    "eval_batch_size": 500,
+                    "path": data_path,
+                    "validation_size": validation_size,
+                },
                 "optimizer": {"learning_rate": 1e-3, "max_steps": steps},
                 "output_dir": str(out_root / name),
                 "seed": seed,
-                "log_every": max(1, steps // 20),
+                "logging": {
+                    "log_every": max(1, steps // 20),
+                    "validate_every": steps,
+                    "checkpoint_every": steps,
+                    "tensorboard": False,
+                },
             },
         )
         result = train(config)
@@ -119,6 +137,10 @@ def main(argv=None):
         help="set the SQ decay r so that tau reaches this value at the last step (r = -ln(tau) / steps)",
     )
     parser.add_argument("--output", type=Path, default=None)
+    parser.add_argument("--validation-size", type=int, default=5000, help="training images held out")
+    parser.add_argument(
+        "--data-path", default=None, help="folder with Fashion-MNIST idx files (default: Debian's)"
+    )
     args = parser.parse_args(argv)
     sq_overrides = {
         "init_variance": args.init_variance,
@@ -126,7 +148,9 @@ def main(argv=None):
     }
     out_root = args.output or Path("runs/benchmarks") / f"tokenizer_quality_{args.steps}"
     out_root.mkdir(parents=True, exist_ok=True)
-    rows = run(args.variants, args.steps, sq_overrides, args.seed, out_root)
+    rows = run(
+        args.variants, args.steps, sq_overrides, args.seed, out_root, args.data_path, args.validation_size
+    )
     table = to_markdown(rows, args.steps)
     (out_root / "results.md").write_text(table)
     print(table)

@@ -1,0 +1,24 @@
+"""Smoke tests: the benchmark scripts still run end to end (tiny budgets; their numbers are not checked)."""
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).parents[2]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import tokenizer_quality  # noqa: E402
+import training_speed  # noqa: E402
+
+
+def test_tokenizer_quality_runs_and_writes_its_table(idx_dataset, tmp_path, capsys):
+    args = ["--steps", "2", "--variants", "sqvae2", "rqvae_reset", "--output", str(tmp_path)]
+    tokenizer_quality.main(args + ["--data-path", str(idx_dataset), "--validation-size", "16"])
+    table = (tmp_path / "results.md").read_text()
+    assert "| sqvae2 |" in table and "| rqvae_reset |" in table
+    assert "| sqvae2 |" in capsys.readouterr().out
+
+
+def test_training_speed_runs(capsys):
+    training_speed.main(["--configs", "tiny_sqvae2", "--steps", "1", "--warmup", "1"])
+    out = capsys.readouterr().out
+    assert "| tiny_sqvae2 | 8 |" in out and "failed" not in out
