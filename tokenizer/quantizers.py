@@ -388,12 +388,13 @@ class VectorQuantizer(nn.Module):
         with _fp32_no_autocast(z.device):
             z = z.float()
             indices = codebook.nearest(z)
+            # The codes this batch was assigned, looked up *before* the EMA update and any reset moves them.
+            # They receive gradient (codebook loss) only when they are parameters.
+            quantized = codebook.lookup(indices)
             if self.training and codebook.use_ema:
                 codebook.ema_update(z, indices)
                 if self.dead_code_threshold > 0:
                     codebook.reset_dead_codes(z, self.dead_code_threshold)
-            # Codes receive gradient (codebook loss) only when they are parameters.
-            quantized = codebook.lookup(indices)
         return QuantizerOutput(quantized=quantized, indices=indices, entropy=torch.zeros_like(z[:, 0]))
 
 
