@@ -36,7 +36,10 @@ def pad_and_trim(
     height, width = reference.shape[-2:]
     padded = F.pad(torch.cat([reconstruction, reference]), (pad, pad, pad, pad), mode="replicate")
     padded_h, padded_w = padded.shape[-2:]
-    top, left, bottom_trim, right_trim = torch.randint(0, max_trim, (4,), generator=generator).tolist()
+    device = generator.device if generator is not None else None  # a CUDA generator draws on its device
+    top, left, bottom_trim, right_trim = torch.randint(
+        0, max_trim, (4,), generator=generator, device=device
+    ).tolist()
     window = padded[:, :, top : padded_h - bottom_trim, left : padded_w - right_trim]
     resized = F.interpolate(window, size=(height, width), mode="bicubic", align_corners=False)
     return resized.split(reference.shape[0])
