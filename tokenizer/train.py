@@ -52,6 +52,7 @@ from tokenizer.training_utils import (
     ema_model,
     rng_state,
     set_rng_state,
+    update_ema,
 )
 
 logger = logging.getLogger("tokenizer.train")
@@ -477,7 +478,7 @@ class Trainer:
                 check_finite(self.step, {"discriminator": terms["discriminator"]})
         self.unwrapped.advance_schedule()
         if self.ema is not None:
-            self.ema.update_parameters(self.unwrapped)
+            update_ema(self.ema, self.unwrapped)
         self.step += 1
         return out, terms, images.shape[0] * cfg.optimizer.gradient_accumulation_steps
 

@@ -158,3 +158,13 @@ def ema_model(model: torch.nn.Module, decay: float) -> torch.optim.swa_utils.Ave
     return torch.optim.swa_utils.AveragedModel(
         model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(decay), use_buffers=True
     )
+
+
+@torch.no_grad()
+def update_ema(ema: torch.optim.swa_utils.AveragedModel, model: torch.nn.Module) -> None:
+    """One EMA step. Integer buffers (e.g. the temperature schedule's step) are copied, not averaged:
+    AveragedModel would average and truncate them."""
+    ema.update_parameters(model)
+    for averaged, current in zip(ema.module.buffers(), model.buffers()):
+        if not (averaged.is_floating_point() or averaged.is_complex()):
+            averaged.copy_(current)

@@ -173,6 +173,7 @@ def test_training_options_run(idx_dataset, tmp_path, overrides, history_keys):
         assert list((out / "tensorboard").rglob("events.out.tfevents.*"))
     if "optimizer.ema_decay=0.9" in overrides:
         assert result["weights"] == "ema" and (out / "model_ema" / "config.json").exists()
+        assert HQVAE.from_pretrained(out / "model_ema").global_step.item() == 5  # copied, not averaged
 
 
 def test_bf16_mixed_precision_run(idx_dataset, tmp_path):

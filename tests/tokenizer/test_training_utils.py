@@ -4,7 +4,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from tokenizer.quantizers import Codebook
-from tokenizer.training_utils import CheckpointManager, ResumableSampler, check_finite, ema_model
+from tokenizer.training_utils import CheckpointManager, ResumableSampler, check_finite, ema_model, update_ema
 
 
 def test_sampler_shards_are_disjoint_and_positions_restore_exactly():
@@ -58,6 +58,12 @@ def test_ema_model_tracks_an_exponential_average():
         model.weight.fill_(2.0)
     ema.update_parameters(model)
     torch.testing.assert_close(ema.module.weight, torch.tensor([[1.5]]))  # 0.5 * 1 + 0.5 * 2
+    model.register_buffer("count", torch.tensor(7))
+    ema = ema_model(model, decay=0.5)
+    update_ema(ema, model)
+    model.count += 3
+    update_ema(ema, model)
+    assert ema.module.count.item() == 10  # integer buffers follow the model exactly
     with pytest.raises(ValueError, match="ema decay"):
         ema_model(model, decay=1.0)
 
