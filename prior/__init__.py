@@ -1,1 +1,27 @@
-"""placeholder"""
+"""Stage-two priors over HQ-VAE codes: ``from prior import MaskedTokenTransformer, RQTransformer``.
+
+- ``MaskedTokenTransformer``: Muse/MaskGIT masked-token prior for one code level, class-conditional with a null
+  class for classifier-free guidance, the finer level conditioned on the coarser levels' codes;
+- ``RQTransformer``: spatial + depth transformers over the residual code stacks of an RSQ-VAE / RQ-VAE;
+- ``MaskedTokenScheduler``: MaskGIT's iterative parallel decoding as a diffusers scheduler;
+- ``sample_masked`` / ``sample_rq``: the sampling loops; ``CodeDataset``: codes written by ``prior/extract.py``.
+"""
+
+from .codes import CodeDataset, collate_codes
+from .masked import MaskedPriorOutput, MaskedTokenTransformer
+from .rq_transformer import RQTransformer, RQTransformerOutput
+from .sampling import sample_masked, sample_rq
+from .scheduler import MaskedTokenScheduler, MaskedTokenSchedulerOutput
+
+__all__ = [
+    "CodeDataset",
+    "collate_codes",
+    "MaskedPriorOutput",
+    "MaskedTokenTransformer",
+    "RQTransformer",
+    "RQTransformerOutput",
+    "sample_masked",
+    "sample_rq",
+    "MaskedTokenScheduler",
+    "MaskedTokenSchedulerOutput",
+]

@@ -48,10 +48,14 @@ from tokenizer.quantizers import perplexity_from_counts
 from tokenizer.training_utils import (
     CheckpointManager,
     ResumableSampler,
+    broadcast_object,
     check_finite,
     ema_model,
-    rng_state,
+    flatten_scalars,
+    gather_rng_states,
     set_rng_state,
+    to_plain,
+    truncate_logs,
     update_ema,
 )
 
@@ -213,22 +217,6 @@ OUTPUT_TERMS = (
 )
 
 
-def _plain(value: torch.Tensor):
-    value = value.detach().float().cpu()
-    return value.item() if value.ndim == 0 else value.tolist()
-
-
-def _scalars(record: dict, prefix: str = "") -> dict:
-    """Flattens per-layer lists into name/layerN scalars for TensorBoard."""
-    flat = {}
-    for key, value in record.items():
-        if isinstance(value, list):
-            flat.update({f"{prefix}{key}/layer{i}": v for i, v in enumerate(value)})
-        elif isinstance(value, (int, float)):
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def save_reconstruction_grid(model, images: torch.Tensor, path: Path) -> None:
     from torchvision.utils import save_image
 
@@ -361,10 +349,8 @@ class Trainer:
         return {"loss": self.generator}
 
     def save_checkpoint(self) -> None:
-        from accelerate.utils import gather_object
-
         acc = self.accelerator
-        rng_states = gather_object([rng_state(self._generators())])  # every rank's, for exact resume
+        rng_states = gather_rng_states(self._generators())  # every rank's, for exact resume
         if acc.is_main_process:
             state = {
                 "model": self.unwrapped.state_dict(),
@@ -513,11 +499,12 @@ class Trainer:
             (self.output_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
         if cfg.logging.tensorboard:
             acc.init_trackers(
-                "tensorboard", config=_scalars({"seed": cfg.seed, "max_steps": cfg.optimizer.max_steps})
+                "tensorboard",
+                config=flatten_scalars({"seed": cfg.seed, "max_steps": cfg.optimizer.max_steps}),
             )
         mode = "a" if self.step > 0 else "w"
         if is_main and self.step > 0:
-            self._truncate_logs_after(self.step)
+            truncate_logs(self.output_dir, self.step)
         history = open(self.output_dir / "history.jsonl", mode) if is_main else None  # noqa: SIM115
         validation_log = open(self.output_dir / "validation.jsonl", mode) if is_main else None  # noqa: SIM115
         grid_images = self.validation_set_images(cfg.logging.grid_images)
@@ -544,9 +531,9 @@ class Trainer:
                 step % cfg.logging.log_every == 0 or step == cfg.optimizer.max_steps or step == 1
             ):
                 now = time.perf_counter()
-                record = {"step": step, **{k: _plain(getattr(out, k)) for k in OUTPUT_TERMS}}
+                record = {"step": step, **{k: to_plain(getattr(out, k)) for k in OUTPUT_TERMS}}
                 record["perplexity"], record["codes_used"] = usage
-                record.update({k: _plain(v) for k, v in terms.items() if k not in ("objective", "total")})
+                record.update({k: to_plain(v) for k, v in terms.items() if k not in ("objective", "total")})
                 record["learning_rate"] = self.optimizer.param_groups[0]["lr"]
                 record["images_per_second"] = round(interval_images / max(now - interval_start, 1e-9), 1)
                 record["skipped_images"] = self.skipped_images
@@ -554,18 +541,18 @@ class Trainer:
                 history.write(json.dumps(record) + "\n")
                 history.flush()
                 if cfg.logging.tensorboard:
-                    acc.log(_scalars(record, "train/"), step=step)
+                    acc.log(flatten_scalars(record, "train/"), step=step)
                 progress.set_postfix(loss=f"{record['loss']:.1f}", tau=f"{record['temperature']:.3f}")
             if step % cfg.logging.validate_every == 0:
                 result = self.validate() if is_main else None
-                result = self._broadcast(result)
+                result = broadcast_object(result)
                 self.plateau.step(result["loss"])
                 self.best_validation = min(self.best_validation, result["loss"])
                 if is_main:
                     validation_log.write(json.dumps(result) + "\n")
                     validation_log.flush()
                     if cfg.logging.tensorboard:
-                        acc.log(_scalars(result, "validation/"), step=step)
+                        acc.log(flatten_scalars(result, "validation/"), step=step)
                     save_reconstruction_grid(
                         self.eval_model(), grid_images, self.output_dir / "grids" / f"{step:08d}.png"
                     )
@@ -590,21 +577,6 @@ class Trainer:
             perplexity.append(p.item())
             used.append(int(u))
         return perplexity, used
-
-    def _truncate_logs_after(self, step: int) -> None:
-        """On resume, drop log lines a killed run wrote after its last checkpoint."""
-        for name in ("history.jsonl", "validation.jsonl"):
-            path = self.output_dir / name
-            if path.exists():
-                kept = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= step]
-                path.write_text("".join(line + "\n" for line in kept))
-
-    def _broadcast(self, value):
-        from accelerate.utils import broadcast_object_list
-
-        holder = [value]
-        broadcast_object_list(holder, from_process=0)
-        return holder[0]
 
     def validation_set_images(self, count: int) -> torch.Tensor:
         items = [self.validation_set[i] for i in range(min(count, len(self.validation_set)))]

@@ -168,3 +168,50 @@ def update_ema(ema: torch.optim.swa_utils.AveragedModel, model: torch.nn.Module)
     for averaged, current in zip(ema.module.buffers(), model.buffers()):
         if not (averaged.is_floating_point() or averaged.is_complex()):
             averaged.copy_(current)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Logging and multi-process helpers shared by tokenizer and prior training
+# ------------------------------------------------------------------------------------------------------------
+def to_plain(value: torch.Tensor):
+    """A tensor as a float (0-d) or a list of floats, for JSON logs."""
+    value = value.detach().float().cpu()
+    return value.item() if value.ndim == 0 else value.tolist()
+
+
+def flatten_scalars(record: dict, prefix: str = "") -> dict:
+    """Flattens per-layer lists into name/layerN scalars for TensorBoard."""
+    flat = {}
+    for key, value in record.items():
+        if isinstance(value, list):
+            flat.update({f"{prefix}{key}/layer{i}": v for i, v in enumerate(value)})
+        elif isinstance(value, (int, float)):
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def truncate_logs(
+    output_dir: str | os.PathLike, step: int, names=("history.jsonl", "validation.jsonl")
+) -> None:
+    """On resume, drops JSONL log lines that a killed run wrote after its last checkpoint (``step``)."""
+    for name in names:
+        path = Path(output_dir) / name
+        if path.exists():
+            kept = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= step]
+            path.write_text("".join(line + "\n" for line in kept))
+
+
+def broadcast_object(value):
+    """``value`` of process 0 on every process (a picklable object)."""
+    from accelerate.utils import broadcast_object_list
+
+    holder = [value]
+    broadcast_object_list(holder, from_process=0)
+    return holder[0]
+
+
+def gather_rng_states(generators: dict[str, torch.Generator] | None = None) -> list:
+    """Every process's RNG state (index = process index), for an exact resume."""
+    from accelerate.utils import gather_object
+
+    return gather_object([rng_state(generators)])

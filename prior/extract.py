@@ -1,0 +1,235 @@
+"""Code extraction: ``[accelerate launch] prior/extract.py --tokenizer RUN_DIR --output CODES_DIR``.
+
+Encodes a dataset with a trained tokenizer (deterministic argmax quantization, ``HQVAE.encode``) and writes
+per-layer code indices and class labels in safetensors shards (``prior.codes``), which prior training reads.
+
+- ``--tokenizer`` is a tokenizer run folder (``config.yaml`` + ``model/``): the dataset and preprocessing come
+  from its ``data:`` section, so codes match what the tokenizer was trained on. A bare model folder
+  (``config.json`` + weights) needs ``--data-config`` (a YAML with a ``data:`` section).
+- Resumable: shards are written atomically and existing ones are skipped; a split is recorded in meta.json
+  only when all of its shards exist.
+- Multi-process: under ``accelerate launch --num_processes N`` process r encodes shards r, r+N, ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import torch
+import yaml
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from prior.codes import META_FORMAT, META_VERSION, code_dtype, shard_path, write_shard
+from tokenizer.config import from_dict, to_dict
+from tokenizer.data import collate_images
+from tokenizer.model import HQVAE
+from tokenizer.train import DataConfig, build_datasets
+
+logger = logging.getLogger("prior.extract")
+
+
+class _Indexed(Dataset):
+    """Items start..stop-1 of a dataset with their source index (bad images come back as None)."""
+
+    def __init__(self, dataset, start: int, stop: int):
+        self.dataset, self.start, self.stop = dataset, start, stop
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def __getitem__(self, i: int):
+        item = self.dataset[self.start + i]
+        return None if item is None else (item, self.start + i)
+
+
+def _collate(batch):
+    """-> (images, labels, source indices) of the good items (images None when none is good)."""
+    kept = [b for b in batch if b is not None]
+    images, labels, _ = collate_images([item for item, _ in kept])
+    return images, labels, torch.tensor([i for _, i in kept], dtype=torch.long)
+
+
+def _check_plan(folder: Path, plan: dict, is_main: bool) -> None:
+    """A resumed split must be cut into the same shards: compare with the plan its first run recorded."""
+    path = folder / "plan.json"
+    if path.exists():
+        recorded = json.loads(path.read_text())
+        if recorded != plan:
+            raise ValueError(
+                f"{folder} was started with {recorded}; resuming with {plan} would mix shards "
+                "(use the same --shard-size/--max-items, or a new --output)"
+            )
+    elif is_main:
+        folder.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(plan))
+
+
+def resolve_tokenizer(path: str | Path, weights: str = "model") -> tuple[Path, Path | None]:
+    """(model folder, run config.yaml or None) for a run folder or a bare model folder."""
+    path = Path(path)
+    if (path / "config.yaml").exists() and (path / weights / "config.json").exists():
+        return path / weights, path / "config.yaml"
+    if (path / "config.json").exists():
+        return path, None
+    raise FileNotFoundError(
+        f"{path} is neither a tokenizer run folder (config.yaml + {weights}/) nor a model folder (config.json)"
+    )
+
+
+def label_names(data_config: DataConfig, dataset) -> list[str] | None:
+    names = getattr(dataset, "label_names", None)
+    if names is not None:
+        return list(names)
+    hf = getattr(dataset, "data", None)
+    feature = (
+        None if hf is None or data_config.label_column is None else hf.features.get(data_config.label_column)
+    )
+    return list(feature.names) if hasattr(feature, "names") else None
+
+
+@torch.no_grad()
+def extract(
+    tokenizer: str | Path,
+    output: str | Path,
+    splits: list[str] = ("train", "validation", "test"),
+    weights: str = "model",
+    data_config: str | Path | None = None,
+    shard_size: int = 10000,
+    batch_size: int = 256,
+    max_items: int | None = None,
+    num_workers: int = 0,
+) -> dict:
+    """Extracts ``splits`` into ``output``; returns meta.json's content."""
+    from accelerate import PartialState
+
+    if shard_size < 1 or batch_size < 1:
+        raise ValueError(f"shard_size and batch_size must be >= 1, got {shard_size}, {batch_size}")
+    state = PartialState()
+    model_dir, run_config = resolve_tokenizer(tokenizer, weights)
+    config_file = Path(data_config) if data_config is not None else run_config
+    if config_file is None:
+        raise ValueError(
+            f"{tokenizer} is a bare model folder: pass --data-config (a YAML with a data: section)"
+        )
+    data = from_dict(DataConfig, yaml.safe_load(config_file.read_text()).get("data", {}), "data")
+    model = HQVAE.from_pretrained(model_dir).to(state.device).eval()
+    datasets = dict(zip(("train", "validation", "test"), build_datasets(data, model.config.in_channels)))
+    unknown = [s for s in splits if s not in datasets or datasets[s] is None]
+    if unknown:
+        raise ValueError(
+            f"unknown or missing split(s) {unknown}; available: {[k for k, v in datasets.items() if v]}"
+        )
+    output = Path(output)
+    meta_path = output / "meta.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    shapes = model.latent_shapes(data.image_size, data.image_size)
+    header = {
+        "format": META_FORMAT,
+        "version": META_VERSION,
+        "tokenizer": str(Path(model_dir).resolve()),
+        "tokenizer_config": {k: v for k, v in model.config.items() if not k.startswith("_")},
+        "codebook_sizes": list(model.codebook_sizes),
+        "latent_shapes": [list(s) for s in shapes],
+        "layers_per_resolution": list(model.config.layers_per_resolution),
+        "image_size": data.image_size,
+        "data": to_dict(data),
+        "label_names": label_names(data, datasets["train"]),
+        "quantization": "argmax",
+    }
+    for key in ("codebook_sizes", "latent_shapes", "tokenizer"):
+        if meta and meta.get(key) != header[key]:
+            raise ValueError(
+                f"{output} holds codes of another tokenizer ({key}: {meta.get(key)} != {header[key]}); "
+                "use a new --output"
+            )
+    meta = {**header, "splits": meta.get("splits", {})}
+    dtype = code_dtype(model.codebook_sizes)
+    for split in splits:
+        dataset = datasets[split]
+        total = len(dataset) if max_items is None else min(max_items, len(dataset))
+        num_shards = max(1, -(-total // shard_size))
+        _check_plan(output / split, {"shard_size": shard_size, "source_items": total}, state.is_main_process)
+        mine = [s for s in range(num_shards) if s % state.num_processes == state.process_index]
+        todo = [s for s in mine if not shard_path(output, split, s).exists()]
+        progress = tqdm(total=len(todo), desc=f"extract {split}", disable=not state.is_main_process)
+        for shard in todo:
+            start, stop = shard * shard_size, min((shard + 1) * shard_size, total)
+            loader = DataLoader(
+                _Indexed(dataset, start, stop),
+                batch_size=batch_size,
+                num_workers=num_workers,
+                collate_fn=_collate,
+            )
+            codes, labels, index = [[] for _ in shapes], [], []
+            for images, batch_labels, kept in loader:
+                if images is None:  # every image of the batch was bad (skipped and logged by the dataset)
+                    continue
+                for layer, c in enumerate(model.encode(images.to(state.device))):
+                    codes[layer].append(c.cpu())
+                labels.append(batch_labels.long())
+                index.append(kept)
+            write_shard(
+                shard_path(output, split, shard),
+                [torch.cat(c) if c else torch.zeros(0, *s, dtype=torch.long) for c, s in zip(codes, shapes)],
+                torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long),
+                torch.cat(index) if index else torch.zeros(0, dtype=torch.long),
+                dtype,
+            )
+            progress.update(1)
+        progress.close()
+        state.wait_for_everyone()
+        if state.is_main_process:
+            from safetensors import safe_open
+
+            items = 0
+            for s in range(num_shards):
+                with safe_open(str(shard_path(output, split, s)), "pt") as f:
+                    items += f.get_slice("labels").get_shape()[0]
+            meta["splits"][split] = {"num_shards": num_shards, "num_items": items, "source_items": total}
+            output.mkdir(parents=True, exist_ok=True)
+            tmp = meta_path.with_name("meta.json.tmp")
+            tmp.write_text(json.dumps(meta, indent=2))
+            tmp.replace(meta_path)
+            logger.info("%s: %d items in %d shards -> %s", split, items, num_shards, output / split)
+        state.wait_for_everyone()
+    return json.loads(meta_path.read_text())
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--tokenizer", required=True, help="tokenizer run folder (or a model folder + --data-config)"
+    )
+    parser.add_argument("--output", required=True, help="codes folder to write (resumes if it exists)")
+    parser.add_argument("--splits", nargs="+", default=["train", "validation", "test"])
+    parser.add_argument("--weights", default="model", help="subfolder of the run: model or model_ema")
+    parser.add_argument("--data-config", default=None, help="YAML with a data: section (default: the run's)")
+    parser.add_argument("--shard-size", type=int, default=10000)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--max-items", type=int, default=None, help="encode only the first N items per split")
+    parser.add_argument("--num-workers", type=int, default=0)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    return extract(
+        args.tokenizer,
+        args.output,
+        args.splits,
+        args.weights,
+        args.data_config,
+        args.shard_size,
+        args.batch_size,
+        args.max_items,
+        args.num_workers,
+    )
+
+
+if __name__ == "__main__":
+    main()

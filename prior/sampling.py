@@ -1,0 +1,181 @@
+"""Sampling loops of the two priors (used by training grids and by ``pipelines.HQVAEPipeline``).
+
+Classifier-free guidance follows diffusers' convention: logits = u + s (c - u) with c conditioned on the class
+and u on the null class; s = 1 is plain conditional sampling (one pass), s = 0 unconditional, s > 1 guided.
+Conditioning on coarser code levels is never dropped: both passes see it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from prior.logits import check_sampling_arguments, sample_logits
+from prior.masked import MaskedTokenTransformer, check_class_labels
+from prior.rq_transformer import RQTransformer
+from prior.scheduler import MaskedTokenScheduler
+
+GUIDANCE_SCHEDULES = ("constant", "linear", "cosine")
+
+
+def guidance_at(step_index: int, num_steps: int, guidance_scale: float, schedule: str = "constant") -> float:
+    """The guidance scale of step ``step_index``: 1 + (s - 1) w_i, w_i = 1 (constant), (i+1)/T (linear, Muse's
+    increasing guidance) or (1 - cos(pi (i+1)/T)) / 2 (cosine)."""
+    if schedule == "constant":
+        weight = 1.0
+    elif schedule == "linear":
+        weight = (step_index + 1) / num_steps
+    elif schedule == "cosine":
+        weight = (1 - math.cos(math.pi * (step_index + 1) / num_steps)) / 2
+    else:
+        raise ValueError(f"guidance_schedule must be one of {GUIDANCE_SCHEDULES}, got {schedule!r}")
+    return 1.0 + (guidance_scale - 1.0) * weight
+
+
+def check_guidance(guidance_scale: float, num_classes: int) -> None:
+    if guidance_scale < 0:
+        raise ValueError(f"guidance_scale must be >= 0 (1 = no guidance), got {guidance_scale}")
+    if guidance_scale != 1 and num_classes == 0:
+        raise ValueError("guidance_scale != 1 needs a class-conditional prior (this one has num_classes=0)")
+
+
+def guided(logits_fn, batch: int, scale: float):
+    """Runs ``logits_fn(doubled)`` once on [cond; uncond] when guiding and mixes the halves."""
+    if scale == 1.0:
+        return logits_fn(False)
+    conditional, unconditional = logits_fn(True).float().split(batch)
+    return unconditional + scale * (conditional - unconditional)
+
+
+def _labels(model, class_labels: torch.Tensor | None, batch: int | None, device) -> torch.Tensor:
+    if class_labels is None:
+        if batch is None:
+            raise ValueError("give class_labels or batch_size")
+        return torch.full((batch,), model.null_class, dtype=torch.long, device=device)
+    class_labels = torch.as_tensor(class_labels, device=device).long()
+    check_class_labels(class_labels, class_labels.shape[0], model.config.num_classes)
+    return class_labels
+
+
+@torch.no_grad()
+def sample_masked(
+    model: MaskedTokenTransformer,
+    scheduler: MaskedTokenScheduler,
+    class_labels: torch.Tensor | None = None,
+    condition: list[torch.Tensor] | None = None,
+    num_inference_steps: int = 12,
+    guidance_scale: float = 1.0,
+    guidance_schedule: str = "constant",
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+    batch_size: int | None = None,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Codes (B, h, w) of one level by iterative parallel decoding (MaskGIT), given the class and the coarser
+    levels' codes."""
+    device = model.device
+    check_guidance(guidance_scale, model.config.num_classes)
+    check_sampling_arguments(temperature, top_k, top_p)
+    guidance_at(0, 1, guidance_scale, guidance_schedule)  # validates the schedule name
+    if scheduler.config.mask_token_id != model.mask_token_id:
+        raise ValueError(
+            f"scheduler mask_token_id {scheduler.config.mask_token_id} != the prior's {model.mask_token_id}"
+        )
+    labels = _labels(model, class_labels, batch_size, device)
+    batch = labels.shape[0]
+    condition = [c.to(device) for c in (condition or [])]
+    tokens = torch.full((batch, model.num_tokens), model.mask_token_id, dtype=torch.long, device=device)
+    null = torch.full_like(labels, model.null_class)
+    scheduler.set_timesteps(num_inference_steps, device=device)
+    for i, t in enumerate(tqdm(scheduler.timesteps, desc="masked prior", disable=not progress, leave=False)):
+        scale = guidance_at(i, num_inference_steps, guidance_scale, guidance_schedule)
+
+        def logits_fn(doubled: bool, tokens=tokens):
+            if not doubled:
+                return model(tokens, labels, condition).logits
+            return model(
+                torch.cat([tokens, tokens]), torch.cat([labels, null]), [torch.cat([c, c]) for c in condition]
+            ).logits
+
+        logits = guided(logits_fn, batch, scale)
+        tokens = scheduler.step(logits, t, tokens, generator, temperature, top_k, top_p).prev_sample
+    return tokens.reshape(batch, model.config.height, model.config.width)
+
+
+def _per_depth(value, depth: int, name: str) -> list:
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        if len(value) != depth:
+            raise ValueError(f"{name} must be one value or {depth} (one per depth), got {len(value)}")
+        return list(value)
+    return [value] * depth
+
+
+@torch.no_grad()
+def sample_rq(
+    model: RQTransformer,
+    class_labels: torch.Tensor | None = None,
+    guidance_scale: float = 1.0,
+    temperature: float | Sequence[float] = 1.0,
+    top_k: int | None | Sequence[int | None] = None,
+    top_p: float | None | Sequence[float | None] = None,
+    generator: torch.Generator | None = None,
+    use_cache: bool = True,
+    batch_size: int | None = None,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Codes (B, h, w, D) from the RQ-Transformer, position by position and depth by depth.
+
+    ``use_cache=False`` recomputes every prefix (quadratic); it gives the same codes as the KV-cached loop
+    under the same generator (to floating-point rounding of the logits).
+    """
+    from transformers import DynamicCache
+
+    cfg = model.config
+    depth = cfg.depth
+    device = model.device
+    check_guidance(guidance_scale, cfg.num_classes)
+    temperatures = _per_depth(temperature, depth, "temperature")
+    top_ks = _per_depth(top_k, depth, "top_k")
+    top_ps = _per_depth(top_p, depth, "top_p")
+    for values in zip(temperatures, top_ks, top_ps):
+        check_sampling_arguments(*values)
+    labels = _labels(model, class_labels, batch_size, device)
+    batch = labels.shape[0]
+    doubled = guidance_scale != 1.0
+    run_labels = torch.cat([labels, torch.full_like(labels, model.null_class)]) if doubled else labels
+    runs = run_labels.shape[0]
+    codes = torch.zeros(batch, model.num_tokens, depth, dtype=torch.long, device=device)
+    spatial_cache = DynamicCache() if use_cache else None
+    spatial_in = model.start_tokens(run_labels)  # (runs, 1, d): the inputs not yet fed
+    for t in tqdm(range(model.num_tokens), desc="RQ-Transformer", disable=not progress, leave=False):
+        if use_cache:
+            out = model.spatial(inputs_embeds=spatial_in, past_key_values=spatial_cache, use_cache=True)
+            spatial_cache = out.past_key_values
+        else:
+            out = model.spatial(inputs_embeds=spatial_in)
+        context = out.last_hidden_state[:, -1]  # h_t, (runs, d)
+        depth_cache = DynamicCache() if use_cache else None
+        position = codes[:, t]  # (B, D), filled depth by depth
+        for d in range(depth):
+            known = position[:, :d].repeat(runs // batch, 1)
+            inputs = model.depth_inputs(context, known)  # (runs, d+1, hidden)
+            if use_cache:
+                hidden = model.depth_transformer(
+                    inputs_embeds=inputs[:, -1:], past_key_values=depth_cache, use_cache=True
+                )
+                depth_cache = hidden.past_key_values
+            else:
+                hidden = model.depth_transformer(inputs_embeds=inputs)
+            head = model.heads[d]
+            scale = guidance_scale
+            logits = guided(lambda _, h=hidden.last_hidden_state[:, -1], head=head: head(h), batch, scale)
+            position[:, d], _ = sample_logits(logits, temperatures[d], top_ks[d], top_ps[d], generator)
+        if t + 1 < model.num_tokens:
+            new = model.spatial_inputs(position[:, None].repeat(runs // batch, 1, 1), t)
+            spatial_in = new if use_cache else torch.cat([spatial_in, new], dim=1)
+    return codes.reshape(batch, cfg.height, cfg.width, depth)

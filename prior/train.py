@@ -1,0 +1,651 @@
+"""Prior training: ``accelerate launch prior/train.py --config configs/prior/<name>.yaml [key=value ...]``.
+
+Trains one prior on codes written by ``prior/extract.py``:
+
+- ``prior: masked``: a Muse/MaskGIT masked-token transformer for code level ``level``, conditioned on the
+  class and on all coarser levels (for SQ-VAE-2: level 0 is Q(Z_1 | c), level 1 is Q(Z_2 | Z_1, c));
+- ``prior: rq``: an RQ-Transformer over all levels of a single-resolution (RSQ-VAE / RQ-VAE) tokenizer.
+
+The code shapes, codebook sizes and class count come from the codes folder's meta.json; ``model:`` holds only
+the architecture. The same standards as tokenizer training (shared helpers in ``tokenizer.training_utils``):
+strict YAML config + dotted overrides, ``--resume latest``, atomic rotated checkpoints, JSONL + TensorBoard logs,
+mixed precision, weight EMA. AdamW with linear warmup and cosine decay. Writes into ``output_dir``:
+
+- ``config.yaml``, ``history.jsonl`` (loss, masked-token accuracy, LR, items/s), ``validation.jsonl``
+  (validation loss next to log K, the loss of a uniform guess, and the codes' unigram entropy);
+- ``grids/<step>.png``: class-conditional samples decoded by the tokenizer, one row per class (a level-l
+  masked prior is shown on the validation set's real coarser codes, decoded from the top l+1 levels);
+- ``checkpoints/``, ``model/`` (+ ``model_ema/``), ``scheduler/`` (masked), ``codes_meta.json``, ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+import yaml
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from prior.codes import CodeDataset, collate_codes, read_meta
+from prior.masked import MaskedTokenTransformer
+from prior.rq_transformer import RQTransformer
+from prior.sampling import sample_masked, sample_rq
+from prior.scheduler import MaskedTokenScheduler
+from tokenizer.config import check_kwargs, load_config, to_dict
+from tokenizer.train import LoggingConfig
+from tokenizer.training_utils import (
+    CheckpointManager,
+    ResumableSampler,
+    broadcast_object,
+    check_finite,
+    ema_model,
+    flatten_scalars,
+    gather_rng_states,
+    set_rng_state,
+    to_plain,
+    truncate_logs,
+    update_ema,
+)
+
+logger = logging.getLogger("prior.train")
+
+# constructor arguments filled in from the codes' meta.json (not to be set in ``model:``)
+DERIVED = {
+    "masked": (
+        "codebook_size",
+        "height",
+        "width",
+        "num_classes",
+        "condition_codebook_sizes",
+        "condition_shapes",
+    ),
+    "rq": ("codebook_sizes", "depth", "height", "width", "num_classes"),
+}
+
+
+@dataclass
+class PriorDataConfig:
+    codes_dir: str = ""  # a folder written by prior/extract.py
+    train_split: str = "train"
+    validation_split: str | None = "validation"
+    batch_size: int = 64
+    eval_batch_size: int = 256
+    max_eval_items: int | None = None  # cap validation (None: the whole split)
+    in_memory: bool = True  # False: read items from memory-mapped shards
+    num_workers: int = 0
+
+
+@dataclass
+class PriorOptimizerConfig:
+    learning_rate: float = 4e-4
+    betas: tuple[float, float] = (0.9, 0.96)  # MaskGIT
+    weight_decay: float = 0.045  # MaskGIT
+    warmup_steps: int = 500
+    min_learning_rate_ratio: float = 0.0  # cosine decay to this fraction of the peak
+    max_steps: int = 5000
+    grad_clip_norm: float | None = 1.0
+    gradient_accumulation_steps: int = 1
+    ema_decay: float | None = None
+    gradient_checkpointing: bool = False
+
+
+@dataclass
+class SamplingConfig:
+    """Settings of the sample grids (and the defaults recorded for the pipeline)."""
+
+    num_inference_steps: int = 12  # masked prior
+    guidance_scale: float = 1.0  # 1: no guidance
+    guidance_schedule: Literal["constant", "linear", "cosine"] = "constant"
+    temperature: float = 1.0
+    choice_temperature: float = 4.5  # masked prior (MaskGIT)
+    masking_schedule: Literal["cosine", "linear", "square"] = "cosine"
+    top_k: int | None = None
+    top_p: float | None = None
+    samples_per_class: int = 8
+    max_classes: int = 10  # rows of the grid
+
+
+@dataclass
+class PriorTrainConfig:
+    prior: Literal["masked", "rq"] = "masked"
+    level: int = 0  # masked prior: which code layer (0 = top) it models
+    model: dict = field(default_factory=dict)
+    data: PriorDataConfig = field(default_factory=PriorDataConfig)
+    optimizer: PriorOptimizerConfig = field(default_factory=PriorOptimizerConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    tokenizer: str | None = None  # model folder for decoding grids (None: the tokenizer named in meta.json)
+    output_dir: str = "runs/prior"
+    seed: int = 0
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    num_threads: int | None = None
+
+    def __post_init__(self):
+        if not self.data.codes_dir:
+            raise ValueError("data.codes_dir is required (a folder written by prior/extract.py)")
+        model_class = MaskedTokenTransformer if self.prior == "masked" else RQTransformer
+        check_kwargs(model_class.__init__, self.model, "model")
+        derived = [k for k in DERIVED[self.prior] if k in self.model]
+        if derived:
+            raise ValueError(f"model.{derived[0]} comes from the codes' meta.json; remove it from the config")
+        positive = {
+            "optimizer.max_steps": self.optimizer.max_steps,
+            "optimizer.gradient_accumulation_steps": self.optimizer.gradient_accumulation_steps,
+            "data.batch_size": self.data.batch_size,
+            "data.eval_batch_size": self.data.eval_batch_size,
+            "logging.log_every": self.logging.log_every,
+            "logging.validate_every": self.logging.validate_every,
+            "logging.checkpoint_every": self.logging.checkpoint_every,
+            "sampling.num_inference_steps": self.sampling.num_inference_steps,
+        }
+        for name, value in positive.items():
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if self.optimizer.warmup_steps < 0:
+            raise ValueError(f"optimizer.warmup_steps must be >= 0, got {self.optimizer.warmup_steps}")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Model construction from the codes' metadata
+# ------------------------------------------------------------------------------------------------------------
+def count_classes(meta: dict, dataset: CodeDataset) -> int:
+    """Classes from the label names, else max label + 1; 0 when the codes have no labels (unconditional)."""
+    if meta.get("label_names"):
+        return len(meta["label_names"])
+    labels = (
+        torch.stack([dataset[i][1] for i in range(len(dataset))]) if not dataset.in_memory else dataset.labels
+    )
+    return int(labels.max()) + 1 if labels.numel() and int(labels.max()) >= 0 else 0
+
+
+def derived_kwargs(prior: str, level: int, meta: dict, num_classes: int) -> dict:
+    """The shape arguments of the prior, read off the tokenizer's codes."""
+    sizes, shapes = meta["codebook_sizes"], [tuple(s) for s in meta["latent_shapes"]]
+    if prior == "masked":
+        if not 0 <= level < len(sizes):
+            raise ValueError(
+                f"level must be in [0, {len(sizes)}) for a {len(sizes)}-layer tokenizer, got {level}"
+            )
+        return {
+            "codebook_size": sizes[level],
+            "height": shapes[level][0],
+            "width": shapes[level][1],
+            "num_classes": num_classes,
+            "condition_codebook_sizes": list(sizes[:level]),
+            "condition_shapes": [list(s) for s in shapes[:level]],
+        }
+    if len(set(shapes)) != 1:
+        raise ValueError(
+            f"the RQ-Transformer needs every code layer at one resolution (RSQ-VAE / RQ-VAE); these codes have "
+            f"shapes {shapes} (use prior: masked, one per level)"
+        )
+    return {
+        "codebook_sizes": list(sizes),
+        "depth": len(sizes),
+        "height": shapes[0][0],
+        "width": shapes[0][1],
+        "num_classes": num_classes,
+    }
+
+
+def unigram_entropy(dataset: CodeDataset, layers: list[int], sizes: list[int]) -> float:
+    """Mean over ``layers`` of the entropy (nats) of the codes' marginal distribution: the loss of a prior
+    that knows only code frequencies (a tighter baseline than log K)."""
+    entropies = []
+    for layer in layers:
+        codes = (
+            dataset.codes[layer]
+            if dataset.in_memory
+            else torch.stack([dataset[i][0][layer] for i in range(len(dataset))])
+        )
+        p = torch.bincount(codes.flatten().long(), minlength=sizes[layer]).double()
+        p = p[p > 0] / p.sum()
+        entropies.append(float(-(p * p.log()).sum()))
+    return sum(entropies) / len(entropies)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Training
+# ------------------------------------------------------------------------------------------------------------
+class PriorTrainer:
+    def __init__(self, config: PriorTrainConfig, resume: str | None = None):
+        from accelerate import Accelerator
+        from accelerate.utils import set_seed
+        from transformers import get_cosine_with_min_lr_schedule_with_warmup
+
+        self.config = config
+        if config.num_threads:
+            torch.set_num_threads(config.num_threads)
+        self.output_dir = Path(config.output_dir)
+        self.accelerator = acc = Accelerator(
+            mixed_precision=config.mixed_precision,
+            gradient_accumulation_steps=config.optimizer.gradient_accumulation_steps,
+            log_with="tensorboard" if config.logging.tensorboard else None,
+            project_dir=str(self.output_dir),
+        )
+        data = config.data
+        self.meta = read_meta(data.codes_dir)
+        self.train_set = CodeDataset(data.codes_dir, data.train_split, data.in_memory)
+        self.validation_set = (
+            CodeDataset(data.codes_dir, data.validation_split, data.in_memory)
+            if data.validation_split
+            else None
+        )
+        self.num_classes = count_classes(self.meta, self.train_set)
+        self.model_kwargs = {
+            **config.model,
+            **derived_kwargs(config.prior, config.level, self.meta, self.num_classes),
+        }
+        self.layers = (
+            [config.level] if config.prior == "masked" else list(range(len(self.meta["codebook_sizes"])))
+        )
+        set_seed(config.seed)  # identical initial weights on every process
+        model_class = MaskedTokenTransformer if config.prior == "masked" else RQTransformer
+        self.model = model_class(**self.model_kwargs)
+        if config.optimizer.gradient_checkpointing:
+            self.model.enable_gradient_checkpointing()
+        set_seed(config.seed + acc.process_index)
+        self.sampler = ResumableSampler(
+            len(self.train_set), config.seed, acc.process_index, acc.num_processes
+        )
+        per_step = data.batch_size * config.optimizer.gradient_accumulation_steps
+        if len(self.sampler) < per_step:
+            raise ValueError(
+                f"each process gets {len(self.sampler)} training items, fewer than one step's {per_step}"
+            )
+        opt = config.optimizer
+        decay, no_decay = [], []
+        for name, p in self.model.named_parameters():
+            (no_decay if p.ndim < 2 or "embedding" in name or "position" in name else decay).append(p)
+        self.optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": opt.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=opt.learning_rate,
+            betas=tuple(opt.betas),
+        )
+        self.lr_scheduler = get_cosine_with_min_lr_schedule_with_warmup(
+            self.optimizer,
+            num_warmup_steps=opt.warmup_steps,
+            num_training_steps=opt.max_steps,
+            min_lr_rate=opt.min_learning_rate_ratio,
+        )
+        self.model, self.optimizer = acc.prepare(self.model, self.optimizer)
+        self.unwrapped = acc.unwrap_model(self.model)
+        self.ema = ema_model(self.unwrapped, opt.ema_decay) if opt.ema_decay else None
+        # masking, class dropout (training) and sampling draw from checkpointed generators
+        self.generator = torch.Generator(device=acc.device).manual_seed(
+            config.seed * 7919 + acc.process_index
+        )
+        self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
+        self.checkpoints = CheckpointManager(self.output_dir / "checkpoints", config.logging.keep_checkpoints)
+        if resume is not None:
+            self.load_checkpoint(self.checkpoints.resolve(resume))
+
+    # -- data ------------------------------------------------------------------------------------------------
+    def batches(self):
+        """Endless (codes, labels) batches; (epoch, batch_in_epoch) is the data position in checkpoints."""
+        batch_size = self.config.data.batch_size
+        device = self.accelerator.device
+        while True:
+            self.sampler.set_position(self.epoch, self.batch_in_epoch * batch_size)
+            loader = DataLoader(
+                self.train_set,
+                batch_size=batch_size,
+                sampler=self.sampler,
+                drop_last=True,
+                num_workers=self.config.data.num_workers,
+                collate_fn=collate_codes,
+                generator=torch.Generator().manual_seed(self.config.seed),
+            )
+            for codes, labels in loader:
+                self.batch_in_epoch += 1
+                yield [c.to(device) for c in codes], labels.to(device)
+            self.epoch += 1
+            self.batch_in_epoch = 0
+
+    def _labels(self, labels: torch.Tensor) -> torch.Tensor | None:
+        """Unlabelled items (-1) and unconditional priors get the null class."""
+        if self.num_classes == 0:
+            return None
+        return labels.masked_fill(labels < 0, self.num_classes)
+
+    # -- one step --------------------------------------------------------------------------------------------
+    def loss(self, model, codes: list[torch.Tensor], labels: torch.Tensor, generator: torch.Generator):
+        """The training objective on one batch: masked-token or next-code cross-entropy (nats per token)."""
+        labels = self._labels(labels)
+        inner = self.accelerator.unwrap_model(model)
+        with self.accelerator.autocast():
+            if self.config.prior == "masked":
+                target = codes[self.config.level]
+                tokens, labels = inner.training_inputs(target, labels, generator)
+                out = model(tokens, labels, codes[: self.config.level], labels=target)
+            else:
+                stacked = torch.stack(codes, dim=-1)
+                stacked, labels = inner.training_inputs(stacked, labels, generator)
+                out = model(stacked, labels)
+        return out.loss, out.accuracy
+
+    def train_step(self, batches) -> dict:
+        acc, opt = self.accelerator, self.config.optimizer
+        for _ in range(opt.gradient_accumulation_steps):
+            codes, labels = next(batches)
+            with acc.accumulate(self.model):
+                loss, accuracy = self.loss(self.model, codes, labels, self.generator)
+                check_finite(self.step, {"loss": loss})
+                acc.backward(loss)
+                if acc.sync_gradients and opt.grad_clip_norm:
+                    acc.clip_grad_norm_(self.model.parameters(), opt.grad_clip_norm)
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+        self.lr_scheduler.step()
+        if self.ema is not None:
+            update_ema(self.ema, self.unwrapped)
+        self.step += 1
+        return {"loss": loss, "accuracy": accuracy}
+
+    # -- checkpoints -----------------------------------------------------------------------------------------
+    def save_checkpoint(self) -> None:
+        acc = self.accelerator
+        rng_states = gather_rng_states({"train": self.generator})
+        if acc.is_main_process:
+            state = {
+                "model": self.unwrapped.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "lr_scheduler": self.lr_scheduler.state_dict(),
+                "rng": rng_states,
+                "progress": {
+                    "step": self.step,
+                    "epoch": self.epoch,
+                    "batch_in_epoch": self.batch_in_epoch,
+                    "num_processes": acc.num_processes,
+                },
+            }
+            if self.ema is not None:
+                state["ema"] = self.ema.state_dict()
+            if acc.scaler is not None:
+                state["scaler"] = acc.scaler.state_dict()
+            logger.info("saved checkpoint %s", self.checkpoints.save(self.step, state))
+        acc.wait_for_everyone()
+
+    def load_checkpoint(self, path: Path) -> None:
+        acc = self.accelerator
+        progress = CheckpointManager.load(path, "progress")
+        if progress["num_processes"] != acc.num_processes:
+            raise ValueError(
+                f"checkpoint {path} was written by {progress['num_processes']} processes; resume with the same "
+                f"number (got {acc.num_processes}) to keep the data order"
+            )
+        self.unwrapped.load_state_dict(CheckpointManager.load(path, "model"))
+        self.optimizer.load_state_dict(CheckpointManager.load(path, "optimizer"))
+        self.lr_scheduler.load_state_dict(CheckpointManager.load(path, "lr_scheduler"))
+        if self.ema is not None:
+            self.ema.load_state_dict(CheckpointManager.load(path, "ema"))
+        if acc.scaler is not None:
+            acc.scaler.load_state_dict(CheckpointManager.load(path, "scaler"))
+        set_rng_state(CheckpointManager.load(path, "rng")[acc.process_index], {"train": self.generator})
+        self.step, self.epoch, self.batch_in_epoch = (
+            progress["step"],
+            progress["epoch"],
+            progress["batch_in_epoch"],
+        )
+        logger.info("resumed from %s at step %d", path, self.step)
+
+    # -- evaluation ------------------------------------------------------------------------------------------
+    def eval_model(self):
+        return self.ema.module if self.ema is not None else self.unwrapped
+
+    @torch.no_grad()
+    def validate(self) -> dict:
+        """Loss on the validation split with a fixed generator (the same masks at every validation), eval mode
+        (no dropout, no class dropout)."""
+        model = self.eval_model()
+        was_training = model.training
+        model.eval()
+        generator = torch.Generator(device=self.accelerator.device).manual_seed(self.config.seed + 12345)
+        loader = DataLoader(
+            self.validation_set, batch_size=self.config.data.eval_batch_size, collate_fn=collate_codes
+        )
+        total_loss = total_accuracy = count = 0.0
+        limit = self.config.data.max_eval_items
+        for codes, labels in loader:
+            if limit is not None and count >= limit:
+                break
+            codes = [c.to(self.accelerator.device) for c in codes]
+            loss, accuracy = self.loss(model, codes, labels.to(self.accelerator.device), generator)
+            total_loss += float(loss) * len(labels)
+            total_accuracy += float(accuracy) * len(labels)
+            count += len(labels)
+        model.train(was_training)
+        sizes = self.meta["codebook_sizes"]
+        return {
+            "step": self.step,
+            "loss": total_loss / count,
+            "accuracy": total_accuracy / count,
+            "uniform_loss": sum(math.log(sizes[layer]) for layer in self.layers) / len(self.layers),
+            "items": int(count),
+        }
+
+    # -- samples ---------------------------------------------------------------------------------------------
+    def tokenizer_model(self):
+        from tokenizer.model import HQVAE
+
+        if not hasattr(self, "_tokenizer"):
+            path = self.config.tokenizer or self.meta["tokenizer"]
+            self._tokenizer = HQVAE.from_pretrained(path).to(self.accelerator.device).eval()
+        return self._tokenizer
+
+    def grid_conditions(self, classes: list[int], per_class: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Class labels of the grid and, for a level-l masked prior, real coarser codes of items of each class
+        from the validation (else training) split."""
+        labels = torch.tensor([c for c in classes for _ in range(per_class)], dtype=torch.long)
+        level = self.config.level if self.config.prior == "masked" else 0
+        if level == 0:
+            return labels, []
+        dataset = self.validation_set or self.train_set
+        chosen = []
+        for c in classes:
+            found = [i for i in range(len(dataset)) if int(dataset[i][1]) == c][:per_class]
+            if not found:  # no item of this class (or unlabelled codes): any items
+                found = list(range(per_class))
+            chosen += (found * per_class)[:per_class]
+        condition = [torch.stack([dataset[i][0][layer] for i in chosen]) for layer in range(level)]
+        return labels, condition
+
+    @torch.no_grad()
+    def sample_codes(self, model, labels: torch.Tensor, condition: list[torch.Tensor], generator) -> list:
+        """Codes of the grid's images, top level first (the modelled level last for a masked prior)."""
+        s = self.config.sampling
+        device = self.accelerator.device
+        labels = labels.to(device) if self.num_classes else None
+        batch = len(condition[0]) if condition else None
+        batch = batch or (labels.shape[0] if labels is not None else s.samples_per_class)
+        if self.config.prior == "masked":
+            scheduler = MaskedTokenScheduler(model.mask_token_id, s.masking_schedule, s.choice_temperature)
+            sampled = sample_masked(
+                model,
+                scheduler,
+                labels,
+                [c.to(device) for c in condition],
+                num_inference_steps=s.num_inference_steps,
+                guidance_scale=s.guidance_scale if self.num_classes else 1.0,
+                guidance_schedule=s.guidance_schedule,
+                temperature=s.temperature,
+                top_k=s.top_k,
+                top_p=s.top_p,
+                generator=generator,
+                batch_size=batch,
+            )
+            return [c.to(device) for c in condition] + [sampled]
+        sampled = sample_rq(
+            model,
+            labels,
+            guidance_scale=s.guidance_scale if self.num_classes else 1.0,
+            temperature=s.temperature,
+            top_k=s.top_k,
+            top_p=s.top_p,
+            generator=generator,
+            batch_size=batch,
+        )
+        return list(sampled.unbind(-1))
+
+    def save_sample_grid(self, path: Path) -> None:
+        from torchvision.utils import save_image
+
+        s = self.config.sampling
+        classes = list(range(min(self.num_classes, s.max_classes))) or [self.num_classes]
+        labels, condition = self.grid_conditions(classes, s.samples_per_class)
+        model = self.eval_model()
+        was_training = model.training
+        model.eval()
+        generator = torch.Generator(device=self.accelerator.device).manual_seed(self.config.seed + 2024)
+        codes = self.sample_codes(model, labels, condition, generator)
+        model.train(was_training)
+        tokenizer = self.tokenizer_model()
+        images = tokenizer.decode_indices(codes, num_layers=len(codes)).float().clamp(0, 1)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_image(images, path, nrow=s.samples_per_class, padding=1, pad_value=1.0)
+
+    # -- the loop --------------------------------------------------------------------------------------------
+    def fit(self) -> dict:
+        acc, cfg = self.accelerator, self.config
+        is_main = acc.is_main_process
+        if is_main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            (self.output_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        if cfg.logging.tensorboard:
+            acc.init_trackers("tensorboard", config={"seed": cfg.seed, "max_steps": cfg.optimizer.max_steps})
+        if is_main and self.step > 0:
+            truncate_logs(self.output_dir, self.step)
+        mode = "a" if self.step > 0 else "w"
+        history = open(self.output_dir / "history.jsonl", mode) if is_main else None  # noqa: SIM115
+        validation_log = open(self.output_dir / "validation.jsonl", mode) if is_main else None  # noqa: SIM115
+        batches = self.batches()
+        progress = tqdm(
+            total=cfg.optimizer.max_steps,
+            initial=self.step,
+            desc=f"train {cfg.prior} prior",
+            disable=not is_main,
+        )
+        start = interval_start = time.perf_counter()
+        items = interval_items = 0
+        per_step = cfg.data.batch_size * cfg.optimizer.gradient_accumulation_steps * acc.num_processes
+        self.model.train()
+        last_validation = None
+        while self.step < cfg.optimizer.max_steps:
+            terms = self.train_step(batches)
+            items += per_step
+            interval_items += per_step
+            progress.update(1)
+            step = self.step
+            if is_main and (step % cfg.logging.log_every == 0 or step in (1, cfg.optimizer.max_steps)):
+                now = time.perf_counter()
+                record = {"step": step, **{k: to_plain(v) for k, v in terms.items()}}
+                record["learning_rate"] = self.lr_scheduler.get_last_lr()[0]
+                record["items_per_second"] = round(interval_items / max(now - interval_start, 1e-9), 1)
+                interval_start, interval_items = now, 0
+                history.write(json.dumps(record) + "\n")
+                history.flush()
+                if cfg.logging.tensorboard:
+                    acc.log(flatten_scalars(record, "train/"), step=step)
+                progress.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['accuracy']:.3f}")
+            if self.validation_set is not None and (
+                step % cfg.logging.validate_every == 0 or step == cfg.optimizer.max_steps
+            ):
+                last_validation = broadcast_object(self.validate() if is_main else None)
+                if is_main:
+                    validation_log.write(json.dumps(last_validation) + "\n")
+                    validation_log.flush()
+                    if cfg.logging.tensorboard:
+                        acc.log(flatten_scalars(last_validation, "validation/"), step=step)
+                    self.save_sample_grid(self.output_dir / "grids" / f"{step:08d}.png")
+            if step % cfg.logging.checkpoint_every == 0 or step == cfg.optimizer.max_steps:
+                self.save_checkpoint()
+        progress.close()
+        elapsed = time.perf_counter() - start
+        result = {}
+        if is_main:
+            history.close()
+            validation_log.close()
+            result = self.finish(last_validation, items, elapsed)
+        acc.wait_for_everyone()
+        acc.end_training()
+        return result
+
+    def finish(self, validation: dict | None, items: int, elapsed: float) -> dict:
+        cfg = self.config
+        self.unwrapped.save_pretrained(self.output_dir / "model")
+        if self.ema is not None:
+            self.ema.module.save_pretrained(self.output_dir / "model_ema")
+        if cfg.prior == "masked":
+            s = cfg.sampling
+            MaskedTokenScheduler(
+                self.unwrapped.mask_token_id, s.masking_schedule, s.choice_temperature
+            ).save_pretrained(self.output_dir / "scheduler")
+        codes_meta = {
+            "codes_dir": str(Path(cfg.data.codes_dir).resolve()),
+            "prior": cfg.prior,
+            "level": cfg.level if cfg.prior == "masked" else None,
+            "layers": self.layers,
+            **{
+                k: self.meta[k]
+                for k in ("tokenizer", "codebook_sizes", "latent_shapes", "label_names", "image_size")
+            },
+            "num_classes": self.num_classes,
+            "sampling": to_dict(cfg.sampling),
+        }
+        (self.output_dir / "codes_meta.json").write_text(json.dumps(codes_meta, indent=2))
+        sizes = self.meta["codebook_sizes"]
+        result = {
+            "prior": cfg.prior,
+            "level": cfg.level if cfg.prior == "masked" else None,
+            "steps": self.step,
+            "batch_size": cfg.data.batch_size,
+            "train_items": len(self.train_set),
+            "parameters": sum(p.numel() for p in self.unwrapped.parameters()),
+            "validation": validation,
+            "uniform_loss": sum(math.log(sizes[layer]) for layer in self.layers) / len(self.layers),
+            "unigram_entropy": unigram_entropy(self.train_set, self.layers, sizes),
+            "train_items_per_second": round(items / max(elapsed, 1e-9), 1),
+            "train_seconds": round(elapsed, 1),
+            "weights": "ema" if self.ema is not None else "raw",
+            "sampling": to_dict(cfg.sampling),
+        }
+        (self.output_dir / "metrics.json").write_text(json.dumps(result, indent=2))
+        self.save_sample_grid(self.output_dir / "samples.png")
+        logger.info(
+            "validation loss %s (uniform %.3f, unigram %.3f) -> %s",
+            None if validation is None else round(validation["loss"], 4),
+            result["uniform_loss"],
+            result["unigram_entropy"],
+            self.output_dir,
+        )
+        return result
+
+
+def train(config: PriorTrainConfig, resume: str | None = None) -> dict:
+    return PriorTrainer(config, resume).fit()
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config", required=True, help="YAML config (configs/prior/*.yaml)")
+    parser.add_argument("--resume", default=None, help="'latest' or a checkpoint folder to continue from")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optimizer.max_steps=500")
+    return parser.parse_intermixed_args(argv)
+
+
+def main(argv=None) -> dict:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    return train(load_config(PriorTrainConfig, args.config, args.overrides), args.resume)
+
+
+if __name__ == "__main__":
+    main()
