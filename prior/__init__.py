@@ -8,7 +8,7 @@
 """
 
 from .codes import CodeDataset, collate_codes
-from .masked import MaskedPriorOutput, MaskedTokenTransformer
+from .masked import MaskedPriorOutput, MaskedPriorStack, MaskedTokenTransformer
 from .rq_transformer import RQTransformer, RQTransformerOutput
 from .sampling import sample_masked, sample_rq
 from .scheduler import MaskedTokenScheduler, MaskedTokenSchedulerOutput
@@ -17,6 +17,7 @@ __all__ = [
     "CodeDataset",
     "collate_codes",
     "MaskedPriorOutput",
+    "MaskedPriorStack",
     "MaskedTokenTransformer",
     "RQTransformer",
     "RQTransformerOutput",

@@ -1,8 +1,34 @@
-"""Sampling from categorical logits: temperature, top-k and top-p (nucleus) filtering, shared by both priors."""
+"""Sampling from categorical logits: temperature, top-k and top-p (nucleus) filtering, shared by both priors.
+
+Random draws take one ``torch.Generator`` for the whole batch or a list with one generator per row (per
+image): with a list, row b's draws come from generator b alone, so an image does not depend on which other
+images share its batch (``HQVAEPipeline`` uses this to make chunked sampling equal to one batch).
+"""
 
 from __future__ import annotations
 
 import torch
+
+Generators = torch.Generator | list[torch.Generator] | None
+
+
+def uniform_rows(shape: tuple[int, ...], generator: Generators, device: torch.device | str) -> torch.Tensor:
+    """U[0, 1) float32 of ``shape`` (B, ...); row b from ``generator[b]`` when a list is given."""
+    if isinstance(generator, (list, tuple)):
+        if len(generator) != shape[0]:
+            raise ValueError(
+                f"got {len(generator)} generators for a batch of {shape[0]} (one per row expected)"
+            )
+        rows = [torch.rand(shape[1:], generator=g, device=g.device).to(device) for g in generator]
+        return torch.stack(rows) if rows else torch.empty(shape, device=device)
+    source = generator.device if generator is not None else device
+    return torch.rand(shape, generator=generator, device=source).to(device)
+
+
+def gumbel_rows(like: torch.Tensor, generator: Generators) -> torch.Tensor:
+    """Gumbel(0, 1) noise shaped like ``like`` (float32), drawn row by row as in ``uniform_rows``."""
+    u = uniform_rows(tuple(like.shape), generator, like.device).clamp_min(torch.finfo(torch.float32).tiny)
+    return -(-u.log()).log()
 
 
 def check_sampling_arguments(temperature: float, top_k: int | None, top_p: float | None) -> None:
@@ -37,13 +63,15 @@ def sample_logits(
     temperature: float = 1.0,
     top_k: int | None = None,
     top_p: float | None = None,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Draws one code per row of ``logits`` (..., K) -> (codes (...), log-probabilities of the filtered,
-    tempered distribution (..., K)). Computed in float32 whatever the logits' dtype."""
+    """Draws one code per position of ``logits`` (B, ..., K) by inverse-CDF sampling (one uniform per
+    position) -> (codes (B, ...), log-probabilities of the filtered, tempered distribution (B, ..., K)).
+    Computed in float32 whatever the logits' dtype; a code of probability 0 is never drawn."""
     check_sampling_arguments(temperature, top_k, top_p)
     log_probs = filter_logits(logits.float() / temperature, top_k, top_p).log_softmax(-1)
-    flat = log_probs.reshape(-1, log_probs.shape[-1]).exp()
-    device = generator.device if generator is not None else flat.device
-    codes = torch.multinomial(flat.to(device), 1, generator=generator).to(flat.device)
-    return codes.reshape(log_probs.shape[:-1]), log_probs
+    cdf = log_probs.exp().cumsum(-1)
+    u = uniform_rows(tuple(log_probs.shape[:-1]), generator, log_probs.device)
+    u = (u * cdf[..., -1]).clamp_min(torch.finfo(torch.float32).tiny)
+    codes = (cdf < u[..., None]).sum(-1).clamp_max(log_probs.shape[-1] - 1)
+    return codes, log_probs

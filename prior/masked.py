@@ -252,3 +252,45 @@ class MaskedTokenTransformer(ModelMixin, ConfigMixin):
             generator,
         )
         return tokens, class_labels
+
+
+class MaskedPriorStack(ModelMixin, ConfigMixin):
+    """The masked priors of every code level, coarsest first, as one model (one ``HQVAEPipeline`` component).
+
+    ``level_configs[l]`` is the constructor config of level l's ``MaskedTokenTransformer``; level l must be
+    conditioned on exactly the levels before it. Build one from trained priors with ``from_priors``.
+    """
+
+    @register_to_config
+    def __init__(self, level_configs: list[dict]):
+        super().__init__()
+        if not level_configs:
+            raise ValueError("level_configs must hold one prior config per code level")
+        self.levels = nn.ModuleList()
+        for level, config in enumerate(level_configs):
+            kwargs = {k: v for k, v in config.items() if not k.startswith("_")}
+            prior = MaskedTokenTransformer(**kwargs)
+            previous = [(c["codebook_size"], [c["height"], c["width"]]) for c in level_configs[:level]]
+            got = list(
+                zip(prior.config.condition_codebook_sizes, [list(s) for s in prior.config.condition_shapes])
+            )
+            if got != previous:
+                raise ValueError(
+                    f"the level-{level} prior is conditioned on {got} (codebook size, shape); the levels before "
+                    f"it are {previous}"
+                )
+            if prior.config.num_classes != level_configs[0].get("num_classes", 0):
+                raise ValueError("every level's prior must have the same num_classes")
+            self.levels.append(prior)
+
+    @classmethod
+    def from_priors(cls, priors: list[MaskedTokenTransformer]) -> MaskedPriorStack:
+        configs = [{k: v for k, v in dict(p.config).items() if not k.startswith("_")} for p in priors]
+        stack = cls(level_configs=configs)
+        for level, prior in zip(stack.levels, priors):
+            level.load_state_dict(prior.state_dict())
+        return stack.to(priors[0].device)
+
+    @property
+    def num_classes(self) -> int:
+        return self.levels[0].config.num_classes

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from tqdm.auto import tqdm
 
-from prior.logits import check_sampling_arguments, sample_logits
+from prior.logits import Generators, check_sampling_arguments, sample_logits
 from prior.masked import MaskedTokenTransformer, check_class_labels
 from prior.rq_transformer import RQTransformer
 from prior.scheduler import MaskedTokenScheduler
@@ -72,7 +72,7 @@ def sample_masked(
     temperature: float = 1.0,
     top_k: int | None = None,
     top_p: float | None = None,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     batch_size: int | None = None,
     progress: bool = False,
 ) -> torch.Tensor:
@@ -123,7 +123,7 @@ def sample_rq(
     temperature: float | Sequence[float] = 1.0,
     top_k: int | None | Sequence[int | None] = None,
     top_p: float | None | Sequence[float | None] = None,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     use_cache: bool = True,
     batch_size: int | None = None,
     progress: bool = False,

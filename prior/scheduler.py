@@ -26,8 +26,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import BaseOutput
 
-from prior.logits import sample_logits
-from tokenizer.quantizers import gumbel_noise
+from prior.logits import Generators, gumbel_rows, sample_logits
 
 MASKING_SCHEDULES = ("cosine", "linear", "square")
 
@@ -122,7 +121,7 @@ class MaskedTokenScheduler(SchedulerMixin, ConfigMixin):
         model_output: torch.Tensor,
         timestep: int | torch.Tensor,
         sample: torch.Tensor,
-        generator: torch.Generator | None = None,
+        generator: Generators = None,
         temperature: float = 1.0,
         top_k: int | None = None,
         top_p: float | None = None,
@@ -134,6 +133,7 @@ class MaskedTokenScheduler(SchedulerMixin, ConfigMixin):
             model_output: logits (B, N, K) over the K codes (guidance already applied).
             timestep: an element of ``self.timesteps``.
             sample: (B, N) or (B, H, W) tokens, ``mask_token_id`` where masked.
+            generator: one generator, or one per sample (see ``prior.logits``).
             temperature, top_k, top_p: how codes are drawn from the logits.
         """
         if self.timesteps is None:
@@ -160,10 +160,7 @@ class MaskedTokenScheduler(SchedulerMixin, ConfigMixin):
             confidence = log_probs.gather(-1, sampled.clamp_max(log_probs.shape[-1] - 1)[..., None])[..., 0]
             scale = self.choice_noise_scale(step_index)
             if scale > 0:
-                noise = gumbel_noise(
-                    confidence if generator is None else confidence.to(generator.device), generator
-                )
-                confidence = confidence + scale * noise.to(confidence.device)
+                confidence = confidence + scale * gumbel_rows(confidence, generator)
             confidence = confidence.masked_fill(~unknown, float("inf"))  # known tokens are never re-masked
             ranks = confidence.argsort(dim=1, stable=True).argsort(dim=1)
             prev = torch.where(ranks < count[:, None], torch.full_like(sampled, mask_id), sampled)

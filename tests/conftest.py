@@ -1,9 +1,12 @@
 import gzip
 import os
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
+
+ROOT = Path(__file__).parents[1]
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -30,3 +33,20 @@ def idx_dataset(tmp_path_factory):
         write_idx(root / f"{prefix}-images-idx3-ubyte.gz", images)
         write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", labels)
     return root
+
+
+@pytest.fixture(scope="session")
+def tokenizer_runs(idx_dataset, tmp_path_factory):
+    """Tiny SQ-VAE-2 (4x4 + 8x8) and RQ-VAE (4x4 x 3) runs and their codes (shard size 20: several shards)."""
+    from prior.extract import main as extract_main
+    from tokenizer.train import main as tokenizer_main
+
+    root = tmp_path_factory.mktemp("prior_runs")
+    runs = {}
+    for name in ("tiny_sqvae2", "tiny_rqvae"):
+        run = root / name
+        tokenizer_main(["--config", str(ROOT / "configs" / "tokenizer" / f"{name}.yaml"), f"data.path={idx_dataset}",
+                        f"output_dir={run}", "optimizer.max_steps=2"])  # fmt: skip
+        extract_main(["--tokenizer", str(run), "--output", str(run / "codes"), "--shard-size", "20"])
+        runs[name] = run
+    return runs

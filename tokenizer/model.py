@@ -402,7 +402,10 @@ class HQVAE(ModelMixin, ConfigMixin):
         if not 1 <= num_layers <= self.num_layers:
             raise ValueError(f"num_layers must be in [1, {self.num_layers}], got {num_layers}")
         self._check_indices(indices, num_layers)
-        codes: list[torch.Tensor | None] = self.indices_to_codes([i.long() for i in indices[:num_layers]])
+        dtype = next(self.decoder.parameters()).dtype  # codebooks may be kept in fp32 under a bf16 decoder
+        codes: list[torch.Tensor | None] = [
+            c.to(dtype) for c in self.indices_to_codes([i.long() for i in indices[:num_layers]])
+        ]
         codes += [None] * (self.num_layers - num_layers)
         return self.decoder(self._state_from_codes(codes))
 

@@ -11,23 +11,8 @@ from prior.extract import main as extract_main
 from prior.train import main as train_main
 from tokenizer import HQVAE
 from tokenizer.data import FashionMNIST
-from tokenizer.train import main as tokenizer_main
 
 ROOT = Path(__file__).parents[2]
-
-
-@pytest.fixture(scope="module")
-def tokenizer_runs(idx_dataset, tmp_path_factory):
-    """Tiny SQ-VAE-2 (4x4 + 8x8) and RQ-VAE (4x4 x 3) runs and their codes (shard size 20: several shards)."""
-    root = tmp_path_factory.mktemp("prior_runs")
-    runs = {}
-    for name in ("tiny_sqvae2", "tiny_rqvae"):
-        run = root / name
-        tokenizer_main(["--config", str(ROOT / "configs/tokenizer" / f"{name}.yaml"), f"data.path={idx_dataset}",
-                        f"output_dir={run}", "optimizer.max_steps=2"])  # fmt: skip
-        extract_main(["--tokenizer", str(run), "--output", str(run / "codes"), "--shard-size", "20"])
-        runs[name] = run
-    return runs
 
 
 def test_extracted_codes_equal_the_tokenizer_encoding(tokenizer_runs, idx_dataset):

@@ -98,7 +98,7 @@ def test_choice_noise_scale_is_not_compounded(monkeypatch):
         scales.append(real_scale(i))
         return scales[-1]
 
-    monkeypatch.setattr(module, "gumbel_noise", fake_noise)
+    monkeypatch.setattr(module, "gumbel_rows", fake_noise)
     monkeypatch.setattr(scheduler, "choice_noise_scale", spy)
     tokens = torch.full((1, 30), 4)
     for t in scheduler.timesteps:

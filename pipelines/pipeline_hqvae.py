@@ -1,0 +1,313 @@
+"""``HQVAEPipeline``: class-conditional sampling from a trained HQ-VAE tokenizer and its prior(s).
+
+Two pairings:
+
+- SQ-VAE-2 (or any injected/hybrid HQ-VAE) + ``MaskedPriorStack`` (one Muse prior per code level, the finer
+  conditioned on the coarser) + ``MaskedTokenScheduler``;
+- RSQ-VAE / RQ-VAE + ``RQTransformer`` (no scheduler).
+
+Sampling is chunk-invariant: each image draws from its own generator (seeded from ``generator``, or given as a
+list of one generator per image), so ``batch_size`` changes speed and memory, never the images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import DiffusionPipeline
+from diffusers.utils import BaseOutput
+
+from prior.masked import MaskedPriorStack
+from prior.rq_transformer import RQTransformer
+from prior.sampling import check_guidance, guidance_at, sample_masked, sample_rq
+from prior.scheduler import MaskedTokenScheduler
+from tokenizer.model import HQVAE
+
+OUTPUT_TYPES = ("pil", "np", "pt", "codes")
+
+
+@dataclass
+class HQVAEPipelineOutput(BaseOutput):
+    """images: PIL images, a (B, H, W, C) array in [0, 1] or a (B, C, H, W) tensor in [0, 1] (None for
+    ``output_type="codes"``); codes: per-layer (B, h_l, w_l) code indices, top layer first (when asked)."""
+
+    images: list | np.ndarray | torch.Tensor | None = None
+    codes: list[torch.Tensor] | None = None
+
+
+def check_components(hqvae: HQVAE, prior, scheduler) -> None:
+    """Raises ValueError unless the prior models exactly the tokenizer's codes (levels, sizes, shapes)."""
+    sizes = list(hqvae.codebook_sizes)
+    if isinstance(prior, MaskedPriorStack):
+        levels = [p.config for p in prior.levels]
+        if len(levels) != hqvae.num_layers:
+            raise ValueError(
+                f"the tokenizer has {hqvae.num_layers} code layers; the prior stack models {len(levels)}"
+            )
+        got_sizes = [c.codebook_size for c in levels]
+        top = (levels[0].height, levels[0].width)
+        factor = hqvae.downsample_factor
+        expected_shapes = hqvae.latent_shapes(top[0] * factor, top[1] * factor)
+        got_shapes = [(c.height, c.width) for c in levels]
+        if scheduler is None:
+            raise ValueError("masked priors need a MaskedTokenScheduler (scheduler=None)")
+    elif isinstance(prior, RQTransformer):
+        if list(hqvae.config.layers_per_resolution) != [prior.config.depth]:
+            raise ValueError(
+                f"an RQ-Transformer of depth {prior.config.depth} needs a tokenizer with "
+                f"layers_per_resolution=[{prior.config.depth}], got {list(hqvae.config.layers_per_resolution)}"
+            )
+        got_sizes = list(prior.sizes)
+        factor = hqvae.downsample_factor
+        expected_shapes = hqvae.latent_shapes(prior.config.height * factor, prior.config.width * factor)
+        got_shapes = [(prior.config.height, prior.config.width)] * prior.config.depth
+    else:
+        raise ValueError(f"prior must be a MaskedPriorStack or an RQTransformer, got {type(prior).__name__}")
+    if got_sizes != sizes:
+        raise ValueError(f"the prior's codebook sizes {got_sizes} differ from the tokenizer's {sizes}")
+    if [tuple(s) for s in expected_shapes] != got_shapes:
+        raise ValueError(
+            f"the prior's code shapes {got_shapes} differ from the tokenizer's {expected_shapes}"
+        )
+
+
+class HQVAEPipeline(DiffusionPipeline):
+    """Two-stage class-conditional generation: prior -> codes -> HQ-VAE decoder.
+
+    Args:
+        hqvae: the tokenizer (``tokenizer.HQVAE``).
+        prior: a ``MaskedPriorStack`` or an ``RQTransformer``.
+        scheduler: a ``MaskedTokenScheduler`` for masked priors (None for the RQ-Transformer).
+        id2label: class id -> name(s) (comma-separated synonyms allowed, as in ``DiTPipeline``).
+        metadata: training data, settings and metrics, written into the model card by ``save_pretrained``.
+    """
+
+    model_cpu_offload_seq = "prior->hqvae"
+    _optional_components = ["scheduler"]
+
+    def __init__(
+        self,
+        hqvae: HQVAE,
+        prior: MaskedPriorStack | RQTransformer,
+        scheduler: MaskedTokenScheduler | None = None,
+        id2label: dict | None = None,
+        metadata: dict | None = None,
+    ):
+        super().__init__()
+        check_components(hqvae, prior, scheduler)
+        self.register_modules(hqvae=hqvae, prior=prior, scheduler=scheduler)
+        id2label = {int(k): v for k, v in (id2label or {}).items()}
+        self.register_to_config(id2label=id2label or None, metadata=metadata or None)
+        self.labels = {}
+        for key, value in sorted(id2label.items()):
+            for name in value.split(","):
+                self.labels[name.strip()] = key
+
+    # -- labels ----------------------------------------------------------------------------------------------
+    @property
+    def num_classes(self) -> int:
+        return (
+            self.prior.num_classes
+            if isinstance(self.prior, MaskedPriorStack)
+            else self.prior.config.num_classes
+        )
+
+    def get_label_ids(self, label: str | list[str]) -> list[int]:
+        """Class ids of label names (``id2label``'s names and synonyms)."""
+        names = [label] if isinstance(label, str) else list(label)
+        unknown = [n for n in names if n not in self.labels]
+        if unknown:
+            raise ValueError(f"unknown label name(s) {unknown}; known names: {sorted(self.labels)}")
+        return [self.labels[n] for n in names]
+
+    def _class_ids(self, class_labels, num_images_per_label: int) -> list[int] | None:
+        if not isinstance(num_images_per_label, int) or num_images_per_label < 1:
+            raise ValueError(f"num_images_per_label must be an integer >= 1, got {num_images_per_label!r}")
+        if class_labels is None:
+            if self.num_classes:
+                raise ValueError(
+                    f"class_labels is required: this pipeline is conditional ({self.num_classes} classes)"
+                )
+            return None
+        if isinstance(class_labels, (int, str)) or torch.is_tensor(class_labels) and class_labels.ndim == 0:
+            class_labels = [class_labels]
+        ids = []
+        for label in class_labels:
+            label = label.item() if torch.is_tensor(label) else label
+            (value,) = self.get_label_ids(label) if isinstance(label, str) else (int(label),)
+            if not 0 <= value < self.num_classes:
+                raise ValueError(
+                    f"class id {value} is out of range: this pipeline has {self.num_classes} classes"
+                )
+            ids.append(value)
+        return [i for i in ids for _ in range(num_images_per_label)]
+
+    # -- sampling --------------------------------------------------------------------------------------------
+    def _generators(self, generator, total: int) -> list[torch.Generator]:
+        if isinstance(generator, (list, tuple)):
+            if len(generator) != total:
+                raise ValueError(
+                    f"got {len(generator)} generators for {total} images (one per image expected)"
+                )
+            return list(generator)
+        seeds = torch.randint(0, 2**62, (total,), generator=generator)
+        return [torch.Generator().manual_seed(int(s)) for s in seeds]
+
+    @staticmethod
+    def _per_level(value, levels: int, name: str) -> list:
+        if isinstance(value, (list, tuple)):
+            if len(value) != levels:
+                raise ValueError(f"{name} must be one value or {levels} (one per level), got {len(value)}")
+            return list(value)
+        return [value] * levels
+
+    def _sample_chunk(self, labels, generators, num_levels, settings) -> list[torch.Tensor]:
+        device = self._execution_device
+        labels = None if labels is None else torch.tensor(labels, device=device)
+        batch = len(generators)
+        if isinstance(self.prior, RQTransformer):
+            codes = sample_rq(
+                self.prior,
+                labels,
+                guidance_scale=settings["guidance_scale"][0],
+                temperature=settings["temperature"],
+                top_k=settings["top_k"],
+                top_p=settings["top_p"],
+                generator=generators,
+                use_cache=settings["use_cache"],
+                batch_size=batch,
+            )
+            return list(codes.unbind(-1))[:num_levels]
+        codes = []
+        for level in range(num_levels):
+            prior = self.prior.levels[level]
+            overrides = {"mask_token_id": prior.mask_token_id}
+            if settings["choice_temperature"] is not None:
+                overrides["choice_temperature"] = settings["choice_temperature"]
+            scheduler = MaskedTokenScheduler.from_config(self.scheduler.config, **overrides)
+            codes.append(
+                sample_masked(
+                    prior,
+                    scheduler,
+                    labels,
+                    list(codes),
+                    num_inference_steps=settings["num_inference_steps"][level],
+                    guidance_scale=settings["guidance_scale"][level],
+                    guidance_schedule=settings["guidance_schedule"],
+                    temperature=settings["temperature"][level],
+                    top_k=settings["top_k"][level],
+                    top_p=settings["top_p"][level],
+                    generator=generators,
+                    batch_size=batch,
+                )
+            )
+        return codes
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        class_labels: int | str | list[int | str] | torch.Tensor | None = None,
+        num_images_per_label: int = 1,
+        num_inference_steps: int | list[int] = 12,
+        guidance_scale: float | list[float] = 1.0,
+        guidance_schedule: str = "constant",
+        temperature: float | list[float] = 1.0,
+        top_k: int | None | list[int | None] = None,
+        top_p: float | None | list[float | None] = None,
+        choice_temperature: float | None = None,
+        num_levels: int | None = None,
+        batch_size: int | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        output_type: str = "pil",
+        return_codes: bool = False,
+        use_cache: bool = True,
+        return_dict: bool = True,
+    ) -> HQVAEPipelineOutput | tuple:
+        """Samples ``num_images_per_label`` images of each class in ``class_labels``.
+
+        Args:
+            class_labels: class ids or names (``get_label_ids``); None for an unconditional prior
+                (then ``num_images_per_label`` images are drawn).
+            num_inference_steps: MaskGIT decoding steps, one value or one per level (masked priors).
+            guidance_scale: classifier-free guidance s >= 0 (1 = none, 0 = unconditional), one value or one per
+                level; ``guidance_schedule``: "constant", "linear" (Muse) or "cosine" ramp to s (masked priors).
+            temperature, top_k, top_p: code sampling, one value or one per level (per depth for RQ).
+            choice_temperature: overrides the scheduler's tau_choice (masked priors).
+            num_levels: sample and decode only the top ``num_levels`` levels (the paper's Figure 17).
+            batch_size: images per forward pass (default: all at once); the images do not depend on it.
+            generator: a generator (per-image seeds are drawn from it) or one generator per image.
+            output_type: "pil", "np", "pt" or "codes" (no decoding).
+            return_codes: also return the codes.
+            use_cache: the RQ-Transformer's KV cache (results are the same without it, only slower).
+        """
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
+        labels = self._class_ids(class_labels, num_images_per_label)
+        total = len(labels) if labels is not None else num_images_per_label
+        layers = self.hqvae.num_layers
+        num_levels = layers if num_levels is None else num_levels
+        if not isinstance(num_levels, int) or not 1 <= num_levels <= layers:
+            raise ValueError(f"num_levels must be an integer in [1, {layers}], got {num_levels!r}")
+        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+            raise ValueError(f"batch_size must be an integer >= 1 or None, got {batch_size!r}")
+        levels = layers if isinstance(self.prior, MaskedPriorStack) else 1
+        settings = {
+            "num_inference_steps": self._per_level(num_inference_steps, levels, "num_inference_steps"),
+            "guidance_scale": self._per_level(guidance_scale, levels, "guidance_scale"),
+            "guidance_schedule": guidance_schedule,
+            "choice_temperature": choice_temperature,
+            "use_cache": use_cache,
+        }
+        for steps in settings["num_inference_steps"]:
+            if not isinstance(steps, int) or steps < 1:
+                raise ValueError(f"num_inference_steps must be an integer >= 1, got {steps!r}")
+        for scale in settings["guidance_scale"]:
+            check_guidance(scale, self.num_classes)
+        guidance_at(0, 1, 1.0, guidance_schedule)  # validates the schedule's name
+        if isinstance(self.prior, MaskedPriorStack):
+            settings.update(
+                temperature=self._per_level(temperature, levels, "temperature"),
+                top_k=self._per_level(top_k, levels, "top_k"),
+                top_p=self._per_level(top_p, levels, "top_p"),
+            )
+        else:  # per depth (or one value), checked by sample_rq
+            settings.update(temperature=temperature, top_k=top_k, top_p=top_p)
+
+        generators = self._generators(generator, total)
+        chunk = batch_size or total
+        codes: list[list[torch.Tensor]] = []
+        with self.progress_bar(total=total) as progress:
+            for start in range(0, total, chunk):
+                stop = min(start + chunk, total)
+                part = None if labels is None else labels[start:stop]
+                codes.append(self._sample_chunk(part, generators[start:stop], num_levels, settings))
+                progress.update(stop - start)
+        codes = [torch.cat(layer) for layer in zip(*codes)]
+
+        images = None
+        if output_type != "codes":
+            decoded = [
+                self.hqvae.decode_indices([c[start : start + chunk] for c in codes], num_layers=num_levels)
+                for start in range(0, total, chunk)
+            ]
+            images = torch.cat(decoded).float().clamp(0, 1).cpu()
+            if output_type in ("np", "pil"):
+                images = images.permute(0, 2, 3, 1).numpy()
+            if output_type == "pil":
+                images = self.numpy_to_pil(images)
+        returned_codes = codes if (return_codes or output_type == "codes") else None
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return (images, returned_codes)
+        return HQVAEPipelineOutput(images=images, codes=returned_codes)
+
+    # -- saving ----------------------------------------------------------------------------------------------
+    def save_pretrained(self, save_directory: str | Path, **kwargs) -> None:
+        """Saves the components (safetensors + configs) and a model card (README.md)."""
+        super().save_pretrained(save_directory, **kwargs)
+        from pipelines.model_card import write_model_card
+
+        write_model_card(self, Path(save_directory) / "README.md")
