@@ -341,7 +341,7 @@ def run_data(args, extractor, weights) -> dict:
     if args.against == "halves":
         half = count // 2
         first = reference_features(
-            extractor, data, args.split, channels, None, args.batch_size, range(half), "first half"
+            extractor, data, args.split, channels, None, args.batch_size, range(half), ""
         )
         second = reference_features(
             extractor, data, args.split, channels, None, args.batch_size, range(half, 2 * half), "second half"

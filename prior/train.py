@@ -449,9 +449,13 @@ class PriorTrainer:
         if level == 0:
             return labels, []
         dataset = self.validation_set or self.train_set
+        if dataset.in_memory:
+            labels_of = dataset.labels
+        else:  # scanning a huge split item by item is slow: the first 20,000 items are enough for a grid
+            labels_of = torch.stack([dataset[i][1] for i in range(min(len(dataset), 20000))])
         chosen = []
         for c in classes:
-            found = [i for i in range(len(dataset)) if int(dataset[i][1]) == c][:per_class]
+            found = (labels_of == c).nonzero().flatten()[:per_class].tolist()
             if not found:  # no item of this class (or unlabelled codes): any items
                 found = list(range(per_class))
             chosen += (found * per_class)[:per_class]

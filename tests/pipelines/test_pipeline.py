@@ -210,3 +210,15 @@ def test_assemble_from_runs_checks_fit(tokenizer_runs, tmp_path):
         assemble_pipeline(tokenizer_runs["tiny_sqvae2"], [rq])
     with pytest.raises(FileNotFoundError, match="not a finished prior run"):
         assemble_pipeline(tokenizer_runs["tiny_sqvae2"], [tmp_path])
+
+
+@pytest.mark.parametrize("kind", sorted(PIPELINES))
+def test_sample_command_writes_a_grid(kind, tmp_path):
+    from pipelines.sample import main as sample_main
+
+    PIPELINES[kind]().save_pretrained(tmp_path / "pipe")
+    result = sample_main(["--pipeline", str(tmp_path / "pipe"), "--output", str(tmp_path / "grid.png"),
+                          "--per-label", "2", "--num-inference-steps", "2", "--guidance-scale", "1.5"])  # fmt: skip
+    assert result["images"] == 6
+    grid = Image.open(tmp_path / "grid.png")
+    assert grid.size == (2 * 33 + 1, 3 * 33 + 1)
