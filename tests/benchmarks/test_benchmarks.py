@@ -6,6 +6,7 @@ from pathlib import Path
 ROOT = Path(__file__).parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import prior_sampling  # noqa: E402
 import tokenizer_quality  # noqa: E402
 import training_speed  # noqa: E402
 
@@ -22,3 +23,11 @@ def test_training_speed_runs(capsys):
     training_speed.main(["--configs", "tiny_sqvae2", "--steps", "1", "--warmup", "1"])
     out = capsys.readouterr().out
     assert "| tiny_sqvae2 | 8 |" in out and "failed" not in out
+
+
+def test_prior_sampling_runs(tmp_path, capsys):
+    rows = prior_sampling.main(
+        ["--batch-size", "2", "--repeats", "1", "--steps", "2", "--tiny", "--output", str(tmp_path / "t.md")]
+    )
+    assert len(rows) == 3 and all(r["images_per_second"] > 0 for r in rows)
+    assert "KV cache off" in (tmp_path / "t.md").read_text()
