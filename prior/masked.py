@@ -56,6 +56,17 @@ def drop_class_labels(
     return class_labels.masked_fill(drop, null_class)
 
 
+def training_class_labels(
+    model, class_labels: torch.Tensor | None, batch: int, device, generator=None
+) -> torch.Tensor:
+    """Class labels for a training/validation batch: the null class for unconditional priors or missing labels,
+    and the null class dropped in at ``model.config.class_dropout`` in train mode (classifier-free guidance)."""
+    if class_labels is None or model.config.num_classes == 0:
+        class_labels = torch.full((batch,), model.null_class, dtype=torch.long, device=device)
+    probability = model.config.class_dropout if model.training else 0.0
+    return drop_class_labels(class_labels.long(), probability, model.null_class, generator)
+
+
 class MaskedTokenTransformer(ModelMixin, ConfigMixin):
     """Class-conditional masked-token transformer for one code level.
 
@@ -243,15 +254,7 @@ class MaskedTokenTransformer(ModelMixin, ConfigMixin):
             batch, self.num_tokens, self.config.masking_schedule, generator=generator, device=codes.device
         )
         tokens = codes.masked_fill(mask, self.mask_token_id)
-        if class_labels is None or self.config.num_classes == 0:
-            class_labels = torch.full((batch,), self.null_class, dtype=torch.long, device=codes.device)
-        class_labels = drop_class_labels(
-            class_labels.long(),
-            self.config.class_dropout if self.training else 0.0,
-            self.null_class,
-            generator,
-        )
-        return tokens, class_labels
+        return tokens, training_class_labels(self, class_labels, batch, codes.device, generator)
 
 
 class MaskedPriorStack(ModelMixin, ConfigMixin):

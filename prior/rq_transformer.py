@@ -26,7 +26,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 from torch import nn
 
-from prior.masked import check_class_labels, drop_class_labels
+from prior.masked import check_class_labels, training_class_labels
 
 
 @dataclass
@@ -211,12 +211,4 @@ class RQTransformer(ModelMixin, ConfigMixin):
         generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(codes, class labels with the null class dropped in at ``class_dropout`` in train mode)."""
-        batch = codes.shape[0]
-        if class_labels is None or self.config.num_classes == 0:
-            class_labels = torch.full((batch,), self.null_class, dtype=torch.long, device=codes.device)
-        return codes, drop_class_labels(
-            class_labels.long(),
-            self.config.class_dropout if self.training else 0.0,
-            self.null_class,
-            generator,
-        )
+        return codes, training_class_labels(self, class_labels, codes.shape[0], codes.device, generator)

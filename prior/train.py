@@ -20,7 +20,6 @@ mixed precision, weight EMA. AdamW with linear warmup and cosine decay. Writes i
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -48,8 +47,9 @@ from tokenizer.training_utils import (
     check_finite,
     ema_model,
     flatten_scalars,
-    gather_rng_states,
-    set_rng_state,
+    load_training_state,
+    parse_training_args,
+    save_training_state,
     to_plain,
     truncate_logs,
     update_ema,
@@ -351,51 +351,32 @@ class PriorTrainer:
         return {"loss": loss, "accuracy": accuracy}
 
     # -- checkpoints -----------------------------------------------------------------------------------------
+    def _stateful(self) -> dict:
+        return {
+            "model": self.unwrapped,
+            "optimizer": self.optimizer,
+            "lr_scheduler": self.lr_scheduler,
+            "ema": self.ema,
+        }
+
     def save_checkpoint(self) -> None:
-        acc = self.accelerator
-        rng_states = gather_rng_states({"train": self.generator})
-        if acc.is_main_process:
-            state = {
-                "model": self.unwrapped.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "lr_scheduler": self.lr_scheduler.state_dict(),
-                "rng": rng_states,
-                "progress": {
-                    "step": self.step,
-                    "epoch": self.epoch,
-                    "batch_in_epoch": self.batch_in_epoch,
-                    "num_processes": acc.num_processes,
-                },
-            }
-            if self.ema is not None:
-                state["ema"] = self.ema.state_dict()
-            if acc.scaler is not None:
-                state["scaler"] = acc.scaler.state_dict()
-            logger.info("saved checkpoint %s", self.checkpoints.save(self.step, state))
-        acc.wait_for_everyone()
+        progress = {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch}
+        save_training_state(
+            self.checkpoints,
+            self.accelerator,
+            self.step,
+            self._stateful(),
+            progress,
+            {"train": self.generator},
+        )
 
     def load_checkpoint(self, path: Path) -> None:
-        acc = self.accelerator
-        progress = CheckpointManager.load(path, "progress")
-        if progress["num_processes"] != acc.num_processes:
-            raise ValueError(
-                f"checkpoint {path} was written by {progress['num_processes']} processes; resume with the same "
-                f"number (got {acc.num_processes}) to keep the data order"
-            )
-        self.unwrapped.load_state_dict(CheckpointManager.load(path, "model"))
-        self.optimizer.load_state_dict(CheckpointManager.load(path, "optimizer"))
-        self.lr_scheduler.load_state_dict(CheckpointManager.load(path, "lr_scheduler"))
-        if self.ema is not None:
-            self.ema.load_state_dict(CheckpointManager.load(path, "ema"))
-        if acc.scaler is not None:
-            acc.scaler.load_state_dict(CheckpointManager.load(path, "scaler"))
-        set_rng_state(CheckpointManager.load(path, "rng")[acc.process_index], {"train": self.generator})
+        progress = load_training_state(path, self.accelerator, self._stateful(), {"train": self.generator})
         self.step, self.epoch, self.batch_in_epoch = (
             progress["step"],
             progress["epoch"],
             progress["batch_in_epoch"],
         )
-        logger.info("resumed from %s at step %d", path, self.step)
 
     # -- evaluation ------------------------------------------------------------------------------------------
     def eval_model(self):
@@ -638,11 +619,7 @@ def train(config: PriorTrainConfig, resume: str | None = None) -> dict:
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--config", required=True, help="YAML config (configs/prior/*.yaml)")
-    parser.add_argument("--resume", default=None, help="'latest' or a checkpoint folder to continue from")
-    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optimizer.max_steps=500")
-    return parser.parse_intermixed_args(argv)
+    return parse_training_args(__doc__.split("\n")[0], "YAML config (configs/prior/*.yaml)", argv)
 
 
 def main(argv=None) -> dict:

@@ -20,7 +20,6 @@ tuned for ~1e5+ steps; after 3,000 steps it leaves tau = 0.97. Every result reco
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import time
@@ -52,8 +51,9 @@ from tokenizer.training_utils import (
     check_finite,
     ema_model,
     flatten_scalars,
-    gather_rng_states,
-    set_rng_state,
+    load_training_state,
+    parse_training_args,
+    save_training_state,
     to_plain,
     truncate_logs,
     update_ema,
@@ -348,63 +348,37 @@ class Trainer:
     def _generators(self) -> dict:
         return {"loss": self.generator}
 
+    def _stateful(self) -> dict:
+        unwrap = self.accelerator.unwrap_model
+        return {
+            "model": self.unwrapped,
+            "optimizer": self.optimizer,
+            "plateau": self.plateau,
+            "ema": self.ema,
+            "discriminator": unwrap(self.discriminator) if self.discriminator is not None else None,
+            "disc_optimizer": self.disc_optimizer,
+        }
+
     def save_checkpoint(self) -> None:
-        acc = self.accelerator
-        rng_states = gather_rng_states(self._generators())  # every rank's, for exact resume
-        if acc.is_main_process:
-            state = {
-                "model": self.unwrapped.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "plateau": self.plateau.state_dict(),
-                "rng": rng_states,
-                "progress": {
-                    "step": self.step,
-                    "epoch": self.epoch,
-                    "batch_in_epoch": self.batch_in_epoch,
-                    "best_validation": self.best_validation,
-                    "skipped_images": self.skipped_images,
-                    "num_processes": acc.num_processes,
-                },
-            }
-            if self.ema is not None:
-                state["ema"] = self.ema.state_dict()
-            if self.discriminator is not None:
-                state["discriminator"] = acc.unwrap_model(self.discriminator).state_dict()
-                state["disc_optimizer"] = self.disc_optimizer.state_dict()
-            if acc.scaler is not None:
-                state["scaler"] = acc.scaler.state_dict()
-            path = self.checkpoints.save(self.step, state)
-            logger.info("saved checkpoint %s", path)
-        acc.wait_for_everyone()
+        progress = {
+            "step": self.step,
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "best_validation": self.best_validation,
+            "skipped_images": self.skipped_images,
+        }
+        save_training_state(
+            self.checkpoints, self.accelerator, self.step, self._stateful(), progress, self._generators()
+        )
 
     def load_checkpoint(self, path: Path) -> None:
-        acc = self.accelerator
-        progress = CheckpointManager.load(path, "progress")
-        if progress["num_processes"] != acc.num_processes:
-            raise ValueError(
-                f"checkpoint {path} was written by {progress['num_processes']} processes; resuming with "
-                f"{acc.num_processes} would change the data order (resume with the same number)"
-            )
-        self.unwrapped.load_state_dict(CheckpointManager.load(path, "model"))
-        self.optimizer.load_state_dict(CheckpointManager.load(path, "optimizer"))
-        self.plateau.load_state_dict(CheckpointManager.load(path, "plateau"))
-        if self.ema is not None:
-            self.ema.load_state_dict(CheckpointManager.load(path, "ema"))
-        if self.discriminator is not None:
-            acc.unwrap_model(self.discriminator).load_state_dict(
-                CheckpointManager.load(path, "discriminator")
-            )
-            self.disc_optimizer.load_state_dict(CheckpointManager.load(path, "disc_optimizer"))
-        if acc.scaler is not None:
-            acc.scaler.load_state_dict(CheckpointManager.load(path, "scaler"))
-        set_rng_state(CheckpointManager.load(path, "rng")[acc.process_index], self._generators())
+        progress = load_training_state(path, self.accelerator, self._stateful(), self._generators())
         self.step, self.epoch, self.batch_in_epoch = (
             progress["step"],
             progress["epoch"],
             progress["batch_in_epoch"],
         )
         self.best_validation, self.skipped_images = progress["best_validation"], progress["skipped_images"]
-        logger.info("resumed from %s at step %d", path, self.step)
 
     # -- one step --------------------------------------------------------------------------------------------
     def _losses(self, images: torch.Tensor):
@@ -629,11 +603,7 @@ def train(config: TrainConfig, resume: str | None = None) -> dict:
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--config", required=True, help="YAML config (configs/tokenizer/*.yaml)")
-    parser.add_argument("--resume", default=None, help="'latest' or a checkpoint folder to continue from")
-    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optimizer.max_steps=500")
-    return parser.parse_intermixed_args(argv)
+    return parse_training_args(__doc__.split("\n")[0], "YAML config (configs/tokenizer/*.yaml)", argv)
 
 
 def main(argv=None) -> dict:

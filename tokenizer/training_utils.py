@@ -215,3 +215,56 @@ def gather_rng_states(generators: dict[str, torch.Generator] | None = None) -> l
     from accelerate.utils import gather_object
 
     return gather_object([rng_state(generators)])
+
+
+def parse_training_args(description: str, config_help: str, argv=None):
+    """``--config``, ``--resume`` and dotted overrides, the command line of both training scripts."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--config", required=True, help=config_help)
+    parser.add_argument("--resume", default=None, help="'latest' or a checkpoint folder to continue from")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optimizer.max_steps=500")
+    return parser.parse_intermixed_args(argv)
+
+
+def save_training_state(
+    manager: CheckpointManager,
+    accelerator,
+    step: int,
+    stateful: dict,
+    progress: dict,
+    generators: dict[str, torch.Generator] | None = None,
+) -> None:
+    """Checkpoint of a training run (call on every process): ``stateful`` maps names to objects with
+    ``state_dict()`` (None entries skipped); the grad scaler, every process's RNG state and ``progress``
+    (with the process count) are added."""
+    rng_states = gather_rng_states(generators)  # every rank's, for an exact resume
+    if accelerator.is_main_process:
+        state = {name: obj.state_dict() for name, obj in stateful.items() if obj is not None}
+        if accelerator.scaler is not None:
+            state["scaler"] = accelerator.scaler.state_dict()
+        state["rng"] = rng_states
+        state["progress"] = {**progress, "num_processes": accelerator.num_processes}
+        logger.info("saved checkpoint %s", manager.save(step, state))
+    accelerator.wait_for_everyone()
+
+
+def load_training_state(
+    path: Path, accelerator, stateful: dict, generators: dict[str, torch.Generator] | None = None
+) -> dict:
+    """Restores what ``save_training_state`` wrote into ``stateful``'s objects; returns ``progress``."""
+    progress = CheckpointManager.load(path, "progress")
+    if progress["num_processes"] != accelerator.num_processes:
+        raise ValueError(
+            f"checkpoint {path} was written by {progress['num_processes']} processes; resuming with "
+            f"{accelerator.num_processes} would change the data order (resume with the same number)"
+        )
+    for name, obj in stateful.items():
+        if obj is not None:
+            obj.load_state_dict(CheckpointManager.load(path, name))
+    if accelerator.scaler is not None:
+        accelerator.scaler.load_state_dict(CheckpointManager.load(path, "scaler"))
+    set_rng_state(CheckpointManager.load(path, "rng")[accelerator.process_index], generators)
+    logger.info("resumed from %s at step %d", path, progress["step"])
+    return progress
