@@ -119,7 +119,7 @@ class LoggingConfig:
     checkpoint_every: int = 1000
     keep_checkpoints: int = 2
     tensorboard: bool = True
-    grid_images: int = 32
+    grid_images: int = 32  # tokenizer reconstruction grids only (prior grids: sampling.samples_per_class)
 
 
 @dataclass
