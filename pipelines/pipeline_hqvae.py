@@ -153,7 +153,8 @@ class HQVAEPipeline(DiffusionPipeline):
                     f"got {len(generator)} generators for {total} images (one per image expected)"
                 )
             return list(generator)
-        seeds = torch.randint(0, 2**62, (total,), generator=generator)
+        device = generator.device if generator is not None else "cpu"  # CUDA generators draw on CUDA
+        seeds = torch.randint(0, 2**62, (total,), generator=generator, device=device).cpu()
         return [torch.Generator().manual_seed(int(s)) for s in seeds]
 
     @staticmethod
