@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-import yaml
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -38,7 +37,7 @@ from prior.masked import MaskedTokenTransformer
 from prior.rq_transformer import RQTransformer
 from prior.sampling import sample_masked, sample_rq
 from prior.scheduler import MaskedTokenScheduler
-from tokenizer.config import check_kwargs, load_config, to_dict
+from tokenizer.config import check_kwargs, to_dict
 from tokenizer.train import LoggingConfig
 from tokenizer.training_utils import (
     CheckpointManager,
@@ -48,10 +47,10 @@ from tokenizer.training_utils import (
     ema_model,
     flatten_scalars,
     load_training_state,
-    parse_training_args,
     save_training_state,
+    start_run_logs,
     to_plain,
-    truncate_logs,
+    training_command,
     update_ema,
 )
 
@@ -501,16 +500,9 @@ class PriorTrainer:
     def fit(self) -> dict:
         acc, cfg = self.accelerator, self.config
         is_main = acc.is_main_process
-        if is_main:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
-            (self.output_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-        if cfg.logging.tensorboard:
-            acc.init_trackers("tensorboard", config={"seed": cfg.seed, "max_steps": cfg.optimizer.max_steps})
-        if is_main and self.step > 0:
-            truncate_logs(self.output_dir, self.step)
-        mode = "a" if self.step > 0 else "w"
-        history = open(self.output_dir / "history.jsonl", mode) if is_main else None  # noqa: SIM115
-        validation_log = open(self.output_dir / "validation.jsonl", mode) if is_main else None  # noqa: SIM115
+        history, validation_log = start_run_logs(
+            acc, self.output_dir, cfg, self.step, cfg.logging.tensorboard, cfg.optimizer.max_steps
+        )
         batches = self.batches()
         progress = tqdm(
             total=cfg.optimizer.max_steps,
@@ -618,14 +610,8 @@ def train(config: PriorTrainConfig, resume: str | None = None) -> dict:
     return PriorTrainer(config, resume).fit()
 
 
-def parse_args(argv=None):
-    return parse_training_args(__doc__.split("\n")[0], "YAML config (configs/prior/*.yaml)", argv)
-
-
 def main(argv=None) -> dict:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    args = parse_args(argv)
-    return train(load_config(PriorTrainConfig, args.config, args.overrides), args.resume)
+    return training_command(PriorTrainConfig, PriorTrainer, __doc__, "configs/prior/*.yaml", argv)
 
 
 if __name__ == "__main__":

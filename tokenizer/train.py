@@ -28,11 +28,10 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-import yaml
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from tokenizer.config import check_kwargs, load_config, to_dict
+from tokenizer.config import check_kwargs
 from tokenizer.data import FashionMNIST, ImageDataset, collate_images, load_hf_split
 from tokenizer.losses import (
     PatchDiscriminator,
@@ -52,10 +51,10 @@ from tokenizer.training_utils import (
     ema_model,
     flatten_scalars,
     load_training_state,
-    parse_training_args,
     save_training_state,
+    start_run_logs,
     to_plain,
-    truncate_logs,
+    training_command,
     update_ema,
 )
 
@@ -468,19 +467,9 @@ class Trainer:
     def fit(self) -> dict:
         acc, cfg = self.accelerator, self.config
         is_main = acc.is_main_process
-        if is_main:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
-            (self.output_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-        if cfg.logging.tensorboard:
-            acc.init_trackers(
-                "tensorboard",
-                config=flatten_scalars({"seed": cfg.seed, "max_steps": cfg.optimizer.max_steps}),
-            )
-        mode = "a" if self.step > 0 else "w"
-        if is_main and self.step > 0:
-            truncate_logs(self.output_dir, self.step)
-        history = open(self.output_dir / "history.jsonl", mode) if is_main else None  # noqa: SIM115
-        validation_log = open(self.output_dir / "validation.jsonl", mode) if is_main else None  # noqa: SIM115
+        history, validation_log = start_run_logs(
+            acc, self.output_dir, cfg, self.step, cfg.logging.tensorboard, cfg.optimizer.max_steps
+        )
         grid_images = self.validation_set_images(cfg.logging.grid_images)
         batches = self.batches()
         progress = tqdm(
@@ -602,15 +591,8 @@ def train(config: TrainConfig, resume: str | None = None) -> dict:
     return Trainer(config, resume).fit()
 
 
-def parse_args(argv=None):
-    return parse_training_args(__doc__.split("\n")[0], "YAML config (configs/tokenizer/*.yaml)", argv)
-
-
 def main(argv=None) -> dict:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    args = parse_args(argv)
-    config = load_config(TrainConfig, args.config, args.overrides)
-    return train(config, args.resume)
+    return training_command(TrainConfig, Trainer, __doc__, "configs/tokenizer/*.yaml", argv)
 
 
 if __name__ == "__main__":

@@ -228,6 +228,16 @@ def parse_training_args(description: str, config_help: str, argv=None):
     return parser.parse_intermixed_args(argv)
 
 
+def training_command(schema: type, trainer_class: type, doc: str, config_glob: str, argv=None) -> dict:
+    """The whole ``main`` of a training script: parse the command line, load the strict config, train."""
+    from tokenizer.config import load_config
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    args = parse_training_args(doc.split("\n")[0], f"YAML config ({config_glob})", argv)
+    config = load_config(schema, args.config, args.overrides)
+    return trainer_class(config, args.resume).fit()
+
+
 def save_training_state(
     manager: CheckpointManager,
     accelerator,
@@ -268,3 +278,25 @@ def load_training_state(
     set_rng_state(CheckpointManager.load(path, "rng")[accelerator.process_index], generators)
     logger.info("resumed from %s at step %d", path, progress["step"])
     return progress
+
+
+def start_run_logs(accelerator, output_dir: Path, config, step: int, tensorboard: bool, max_steps: int):
+    """Opens a run folder for the training loop: writes the resolved ``config.yaml``, starts TensorBoard, and
+    opens ``history.jsonl`` / ``validation.jsonl`` (appending on resume, after dropping the lines a killed
+    run wrote past its checkpoint). Returns the two files on the main process, (None, None) elsewhere."""
+    import yaml
+
+    from tokenizer.config import to_dict
+
+    is_main = accelerator.is_main_process
+    if is_main:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+    if tensorboard:
+        accelerator.init_trackers("tensorboard", config={"seed": config.seed, "max_steps": max_steps})
+    if not is_main:
+        return None, None
+    if step > 0:
+        truncate_logs(output_dir, step)
+    mode = "a" if step > 0 else "w"
+    return open(output_dir / "history.jsonl", mode), open(output_dir / "validation.jsonl", mode)  # noqa: SIM115
