@@ -15,6 +15,7 @@ import argparse
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 CHILD = r"""
 import json, resource, sys, time, torch
@@ -79,21 +80,31 @@ def main(argv=None):
     parser.add_argument("--tokens", type=int, nargs="+", default=[8192])
     parser.add_argument("--kinds", nargs="+", default=["sq", "sq_naive", "vq"])
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--output", type=Path, default=Path("runs/benchmarks/quantizer_memory.md"))
     args = parser.parse_args(argv)
-    print("| kind | K | tokens N | N x K fp32 (MiB) | peak growth (MiB) | fwd+bwd (s) |")
-    print("|---|---|---|---|---|---|")
+    lines = []
+
+    def emit(line: str) -> None:
+        print(line, flush=True)
+        lines.append(line)
+
+    emit(f"d = 64, device {args.device}; peak: the first forward+backward, time: median of the next three")
+    emit("")
+    emit("| kind | K | tokens N | N x K fp32 (MiB) | peak growth (MiB) | fwd+bwd (s) |")
+    emit("|---|---|---|---|---|---|")
     for tokens in args.tokens:
         for k in args.codebook_sizes:
             for kind in args.kinds:
                 r = measure(kind, k, tokens, args.device)
                 nk = tokens * k * 4 / 2**20
                 if "error" in r:
-                    print(f"| {kind} | {k} | {tokens} | {nk:.0f} | failed: {r['error']} | - |")
+                    emit(f"| {kind} | {k} | {tokens} | {nk:.0f} | failed: {r['error']} | - |")
                 else:
-                    print(
-                        f"| {kind} | {k} | {tokens} | {nk:.0f} | {r['peak_bytes'] / 2**20:.0f} | {r['seconds']:.2f} |"
+                    emit(
+                        f"| {kind} | {k} | {tokens} | {nk:.0f} | {r['peak_bytes'] / 2**20:.0f} | {r['seconds']:.3f} |"
                     )
-            sys.stdout.flush()
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

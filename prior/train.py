@@ -46,6 +46,7 @@ from tokenizer.training_utils import (
     check_finite,
     ema_model,
     flatten_scalars,
+    fused_optimizer_supported,
     load_training_state,
     save_training_state,
     start_run_logs,
@@ -268,6 +269,7 @@ class PriorTrainer:
             [{"params": decay, "weight_decay": opt.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
             lr=opt.learning_rate,
             betas=tuple(opt.betas),
+            fused=fused_optimizer_supported(acc.device),
         )
         self.lr_scheduler = get_cosine_with_min_lr_schedule_with_warmup(
             self.optimizer,

@@ -170,6 +170,16 @@ def gumbel_noise(like: torch.Tensor, generator: torch.Generator | None = None) -
     return uniform.clamp_min_(torch.finfo(like.dtype).tiny).log_().neg_().log_().neg_()
 
 
+def _sq_logits(z: torch.Tensor, codebook: torch.Tensor, inv_two_var: torch.Tensor) -> torch.Tensor:
+    """-||z_i - b_k||^2 / (2 s^2) up to a per-row constant, in one matmul: (2 z.b_k - |b_k|^2) / (2 s^2).
+
+    The dropped -|z_i|^2 / (2 s^2) is constant along each row, so softmax, log-softmax, the entropy and the
+    argmax are unchanged, and so are all gradients (every row of d(loss)/d(logits) sums to zero, see backward).
+    """
+    scaled = z * (2.0 * inv_two_var)  # (n, d): the scalar is folded into the small operand
+    return torch.addmm(codebook.pow(2).sum(-1).mul_(-inv_two_var), scaled, codebook.t())
+
+
 class _StochasticQuantize(torch.autograd.Function):
     """SQ of rows z against a codebook, memory-lean (eq. 2 + Gumbel-softmax, appendix E).
 
@@ -178,8 +188,10 @@ class _StochasticQuantize(torch.autograd.Function):
     relaxed: w = softmax((logits + g) / tau), z_q = w @ B   (g ~ Gumbel(0, 1))
     argmax:  z_q = B[argmax logits];  sample: z_q = B[argmax (logits + g)]
 
-    Only the relaxed weights w (N x K) are kept for the backward pass; logits are recomputed chunk by chunk.
-    A naive autograd graph would keep distances, log-probabilities, probabilities, noise and weights alive.
+    Rows are processed in chunks of at most ``max_chunk_elements`` logits. For backward it keeps the relaxed
+    weights w and, when all rows fit in one chunk, the log-probabilities; otherwise the log-probabilities are
+    recomputed chunk by chunk, so the saved state is at most one N x K block plus one chunk. A plain autograd
+    graph keeps distances, logits, log-probabilities, probabilities, noise and weights alive (about 10 x N x K).
     """
 
     @staticmethod
@@ -187,79 +199,99 @@ class _StochasticQuantize(torch.autograd.Function):
         num_rows, num_codes = z.shape[0], codebook.shape[0]
         step = _rows_per_chunk(num_codes, max_chunk_elements)
         inv_two_var = 0.5 * torch.exp(-log_variance)
-        weights = z.new_empty(num_rows, num_codes) if mode == "relaxed" else None
-        indices = torch.empty(num_rows, dtype=torch.long, device=z.device)
-        entropy = z.new_empty(num_rows)
-        quantized = z.new_empty(num_rows, z.shape[1])
+        single_chunk = step >= num_rows
+        indices, entropies, quantized, saved_log_probs = [], [], [], []
+        # relaxed weights: one chunk's softmax is kept as is; several chunks fill one preallocated block
+        weights = z.new_empty(num_rows, num_codes) if mode == "relaxed" and not single_chunk else None
         for start in range(0, num_rows, step):
-            rows = slice(start, start + step)
-            logits = squared_distances(z[rows], codebook).mul_(-inv_two_var)  # (n, K)
+            logits = _sq_logits(z[start : start + step], codebook, inv_two_var)  # (n, K)
             log_probs = torch.log_softmax(logits, dim=-1)
-            entropy[rows] = -(log_probs.exp() * log_probs).sum(-1)
-            del log_probs
+            # H = -sum_k p_k log p_k, one fused pass for the product and the sum
+            entropies.append(torch.linalg.vecdot(log_probs.exp(), log_probs).neg_())
             # The hard index is the mode of P-hat (nearest code), except when sampling.
-            indices[rows] = logits.argmax(-1)
+            index = log_probs.argmax(-1)
             if mode != "argmax":
-                logits.add_(gumbel_noise(logits, generator))
+                perturbed = logits.add_(gumbel_noise(logits, generator))
                 if mode == "sample":
-                    indices[rows] = logits.argmax(-1)
+                    index = perturbed.argmax(-1)
                 else:
-                    w = torch.softmax(logits.div_(temperature), dim=-1)
-                    weights[rows] = w
-                    quantized[rows] = w @ codebook
-                    continue
-            quantized[rows] = codebook[indices[rows]]
+                    w = torch.softmax(perturbed.div_(temperature), dim=-1)
+                    if single_chunk:
+                        weights = w
+                    else:
+                        weights[start : start + step] = w
+                    quantized.append(w @ codebook)
+            if mode != "relaxed":
+                quantized.append(codebook[index])
+            indices.append(index)
+            if single_chunk and ctx.needs_input_grad[0:3] != (False, False, False):
+                saved_log_probs.append(log_probs)
+            del logits, log_probs
+
+        def cat(parts):
+            return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+        indices, entropy, quantized = cat(indices), cat(entropies), cat(quantized)
         ctx.mode = mode
         ctx.temperature = temperature
         ctx.step = step
-        ctx.save_for_backward(z, codebook, log_variance, indices, weights)
+        ctx.save_for_backward(
+            z,
+            codebook,
+            log_variance,
+            indices,
+            entropy,
+            weights,
+            saved_log_probs[0] if saved_log_probs else None,
+        )
         ctx.mark_non_differentiable(indices)
         return quantized, indices, entropy
 
     @staticmethod
     def backward(ctx, grad_quantized, grad_indices, grad_entropy):
-        z, codebook, log_variance, indices, weights = ctx.saved_tensors
+        z, codebook, log_variance, indices, entropy, weights, saved_log_probs = ctx.saved_tensors
         inv_two_var = 0.5 * torch.exp(-log_variance)
-        grad_z = torch.zeros_like(z)
         grad_codebook = torch.zeros_like(codebook)
-        grad_log_variance = torch.zeros_like(log_variance)
         if grad_quantized is None:
             grad_quantized = torch.zeros(z.shape[0], codebook.shape[1], dtype=z.dtype, device=z.device)
         if grad_entropy is None:
-            grad_entropy = torch.zeros(z.shape[0], dtype=z.dtype, device=z.device)
+            grad_entropy = torch.zeros_like(entropy)
         if ctx.mode != "relaxed":
             # Hard codes: gradient reaches the selected codes only (no path through argmax).
             grad_codebook.index_add_(0, indices, grad_quantized)
+        grad_z_parts = []
+        grad_logits_dot_log_probs = torch.zeros_like(log_variance)
         for start in range(0, z.shape[0], ctx.step):
             rows = slice(start, start + ctx.step)
             z_rows = z[rows]
-            distances = squared_distances(z_rows, codebook)  # (n, K)
-            logits = distances * (-inv_two_var)
-            log_probs = torch.log_softmax(logits, dim=-1)
-            probs = log_probs.exp()
-            entropy = -(probs * log_probs).sum(-1, keepdim=True)
+            if saved_log_probs is not None:
+                log_probs = saved_log_probs
+            else:
+                log_probs = torch.log_softmax(_sq_logits(z_rows, codebook, inv_two_var), dim=-1)
             # dH/dlogits = -p (log p + H)
-            grad_logits = probs.mul_(log_probs.add_(entropy)).mul_(-grad_entropy[rows].unsqueeze(-1))
-            del log_probs, probs
+            grad_logits = torch.add(log_probs, entropy[rows].unsqueeze(-1))
+            grad_logits.mul_(log_probs.exp()).mul_(-grad_entropy[rows].unsqueeze(-1))
             if ctx.mode == "relaxed":
                 w = weights[rows]
-                grad_codebook += w.t() @ grad_quantized[rows]
+                grad_codebook.addmm_(w.t(), grad_quantized[rows])
                 grad_w = grad_quantized[rows] @ codebook.t()  # (n, K)
-                # softmax Jacobian, divided by the Gumbel-softmax temperature
-                grad_w.sub_((grad_w * w).sum(-1, keepdim=True)).mul_(w).div_(ctx.temperature)
-                grad_logits += grad_w
+                # softmax Jacobian w * (g - <g, w>), divided by the Gumbel-softmax temperature
+                grad_w.sub_(torch.linalg.vecdot(grad_w, w).unsqueeze(-1))
+                grad_logits.addcmul_(grad_w, w, value=1.0 / ctx.temperature)
                 del grad_w
+            # Every row of grad_logits sums to zero (softmax and entropy are shift-invariant), so any per-row
+            # constant in the logits drops out of the sums below: logits can be replaced by log p, and the
+            # |z|^2 term of the distances contributes nothing to grad_z.
             # logits = -d / (2 s^2): d(logits)/d(log s^2) = -logits
-            grad_log_variance -= (grad_logits * logits).sum()
-            grad_distances = grad_logits.mul_(-inv_two_var)
-            del logits, distances
-            # d = |z|^2 - 2 z B^T + |b|^2
-            row_sums = grad_distances.sum(-1, keepdim=True)
-            grad_z[rows] = 2.0 * (z_rows * row_sums - grad_distances @ codebook)
-            grad_codebook += 2.0 * (
-                codebook * grad_distances.sum(0).unsqueeze(-1) - grad_distances.t() @ z_rows
-            )
-        return grad_z, grad_codebook, grad_log_variance, None, None, None, None
+            grad_logits_dot_log_probs += torch.dot(grad_logits.flatten(), log_probs.flatten())
+            del log_probs
+            # logits = (2 z.b - |b|^2) / (2 s^2) (+ row constant)
+            scale = 2.0 * inv_two_var
+            grad_z_parts.append((grad_logits @ codebook).mul_(scale))
+            grad_codebook += scale * (grad_logits.t() @ z_rows - codebook * grad_logits.sum(0).unsqueeze(-1))
+            del grad_logits
+        grad_z = grad_z_parts[0] if len(grad_z_parts) == 1 else torch.cat(grad_z_parts)
+        return grad_z, grad_codebook, -grad_logits_dot_log_probs, None, None, None, None
 
 
 def stochastic_quantize_reference(

@@ -50,6 +50,7 @@ from tokenizer.training_utils import (
     check_finite,
     ema_model,
     flatten_scalars,
+    fused_optimizer_supported,
     load_training_state,
     save_training_state,
     start_run_logs,
@@ -132,6 +133,9 @@ class TrainConfig:
     seed: int = 0
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     num_threads: int | None = None  # torch CPU threads; None keeps torch's default
+    # Conv weights and batches in channels_last (NHWC): 1.08x faster steps on CPU (benchmarks/training_speed.py);
+    # the quantizer's (B*h*w, d) rows are then views. Numerics differ from NCHW at float rounding level only.
+    channels_last: bool = True
 
     def __post_init__(self):
         check_kwargs(HQVAE.__init__, self.model, "model")
@@ -251,6 +255,8 @@ class Trainer:
         acc = self.accelerator
         set_seed(config.seed)  # identical initial weights on every process
         self.model = HQVAE(**config.model)
+        self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+        self.model.to(memory_format=self.memory_format)
         set_seed(config.seed + acc.process_index)
         channels = self.model.config.in_channels
         self.train_set, self.validation_set, self.test_set = build_datasets(config.data, channels)
@@ -275,6 +281,7 @@ class Trainer:
             [p for p in self.model.parameters() if p.requires_grad],
             lr=config.optimizer.learning_rate,
             betas=tuple(config.optimizer.betas),
+            fused=fused_optimizer_supported(acc.device),
         )
         self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
             self.optimizer,
@@ -335,7 +342,7 @@ class Trainer:
                     if self.accelerator.num_processes > 1:
                         raise RuntimeError("a whole batch of bad images; processes would fall out of step")
                     continue
-                images = images.to(self.accelerator.device)
+                images = images.to(self.accelerator.device, memory_format=self.memory_format)
                 if self.config.data.random_flip:
                     flip = torch.rand(images.shape[0], generator=self.generator, device=images.device) < 0.5
                     images = torch.where(flip[:, None, None, None], images.flip(-1), images)

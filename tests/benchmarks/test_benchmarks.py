@@ -19,10 +19,14 @@ def test_tokenizer_quality_runs_and_writes_its_table(idx_dataset, tmp_path, caps
     assert "| sqvae2 |" in capsys.readouterr().out
 
 
-def test_training_speed_runs(capsys):
-    training_speed.main(["--configs", "tiny_sqvae2", "--steps", "1", "--warmup", "1"])
+def test_training_speed_runs_and_writes_its_table(tmp_path, capsys):
+    output = tmp_path / "speed.md"
+    training_speed.main(
+        ["--configs", "tiny_sqvae2", "--steps", "1", "--warmup", "1", "--output", str(output)]
+    )
     out = capsys.readouterr().out
     assert "| tiny_sqvae2 | 8 |" in out and "failed" not in out
+    assert "| tiny_sqvae2 | 8 |" in output.read_text()
 
 
 def test_prior_sampling_runs(tmp_path, capsys):
