@@ -1,14 +1,16 @@
 """Quality at an equal step budget, same architecture: SQ-VAE-2 vs VQ-VAE-2 and RSQ-VAE vs RQ-VAE.
 
-    .venv/bin/python benchmarks/tokenizer_quality.py --steps 3000 [--variants sqvae2 vqvae2 ...]
+    .venv/bin/python benchmarks/tokenizer_quality.py --steps 3000 [--variants sqvae2 vqvae2 ...] [--seeds 0 1 2]
 
 SQ variants use a budget-matched temperature decay r = -ln(tau_end) / steps (default tau_end = 0.3) and
 s^2 init 3; the ``*_paper_tau`` variants keep the paper's r = 1e-5 (tau_end = 0.97 at 3,000 steps).
-Trains each variant with ``tokenizer.train.train`` on Fashion-MNIST (32x32), then prints and saves a table of
-test RMSE / PSNR, per-layer perplexity and codes used, throughput, and the start -> end trajectory of s_l^2
-and the mean quantization entropy (self-annealing, paper Figure 4b/4d). Results land in
-``runs/benchmarks/tokenizer_quality_<steps>/`` (``results.json``, ``results.md``, one run folder per variant).
-Runs one variant after another in this process, so throughputs are comparable within one table.
+Trains each variant at each seed with ``tokenizer.train.train`` on Fashion-MNIST (32x32), then prints and saves
+a table over seeds (mean ± std of test RMSE, SSIM, PSNR; per-layer perplexity; codes used, with the minimum
+over seeds, which shows collapse) and one line per run (with throughput and the start -> end trajectory of
+s_l^2 and the mean quantization entropy: self-annealing, paper Figure 4b/4d). Results land in
+``runs/benchmarks/tokenizer_quality_<steps>/`` (``results.json``, ``results.md``, one run folder per variant
+and seed). Runs are sequential in this process; a killed sweep resumes: finished runs are read back from their
+``metrics.json`` and an unfinished one continues from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 from pathlib import Path
 
 from tokenizer.config import from_dict
 from tokenizer.train import TrainConfig, train
+from tokenizer.training_utils import CheckpointManager
 
 # Injected layout: (4^2, 512), (8^2, 512), as the reference VQ-VAE-2 measurement. Residual layout: 8^2 x 4
 # layers of K = 64 (Figure 3a sweeps K = 16..256 at L = 4).
@@ -57,20 +61,23 @@ def _fmt(values, digits=2) -> str:
     return ", ".join(f"{v:.{digits}f}" if isinstance(v, float) else str(v) for v in values)
 
 
-def run(
-    variants: list[str],
+def run_one(
+    name: str,
     steps: int,
     sq_overrides: dict,
     seed: int,
-    out_root: Path,
+    run_dir: Path,
     data_path: str | None = None,
     validation_size: int = 5000,
-) -> list[dict]:
-    rows = []
-    for name in variants:
-        model = {**ARCH, **VARIANTS[name]}
-        if model.get("quantizer") == "sq":
-            model.update({k: v for k, v in sq_overrides.items() if k not in VARIANTS[name]})
+) -> dict:
+    """Trains (or resumes, or reads back) one variant at one seed; returns its row."""
+    metrics_path = run_dir / "metrics.json"
+    model = {**ARCH, **VARIANTS[name]}
+    if model.get("quantizer") == "sq":
+        model.update({k: v for k, v in sq_overrides.items() if k not in VARIANTS[name]})
+    if metrics_path.exists():  # finished earlier (a killed sweep goes on where it stopped)
+        result = json.loads(metrics_path.read_text())
+    else:
         config = from_dict(
             TrainConfig,
             {
@@ -82,34 +89,86 @@ def run(
                     "validation_size": validation_size,
                 },
                 "optimizer": {"learning_rate": 1e-3, "max_steps": steps},
-                "output_dir": str(out_root / name),
+                "output_dir": str(run_dir),
                 "seed": seed,
                 "logging": {
                     "log_every": max(1, steps // 20),
                     "validate_every": steps,
-                    "checkpoint_every": steps,
+                    "checkpoint_every": max(1, steps // 3),
                     "tensorboard": False,
                 },
             },
         )
-        result = train(config)
-        row = {"variant": name, "model": model, **result}
-        if model["quantizer"] == "sq":
-            row["variance_start_end"] = _trajectory(out_root / name / "history.jsonl", "variances")
-            row["entropy_start_end"] = _trajectory(out_root / name / "history.jsonl", "entropy")
-        rows.append(row)
-        (out_root / "results.json").write_text(json.dumps(rows, indent=2))
+        resume = "latest" if CheckpointManager(run_dir / "checkpoints").latest() is not None else None
+        result = train(config, resume)
+    row = {"variant": name, "seed": seed, "model": model, **result}
+    if model["quantizer"] == "sq":
+        row["variance_start_end"] = _trajectory(run_dir / "history.jsonl", "variances")
+        row["entropy_start_end"] = _trajectory(run_dir / "history.jsonl", "entropy")
+    return row
+
+
+def run(
+    variants: list[str],
+    steps: int,
+    sq_overrides: dict,
+    seeds: list[int],
+    out_root: Path,
+    data_path: str | None = None,
+    validation_size: int = 5000,
+) -> list[dict]:
+    """Every variant at every seed (seed-major, so a partial sweep already covers all variants once)."""
+    rows = []
+    for seed in seeds:
+        for name in variants:
+            run_dir = out_root / (name if seed == 0 else f"{name}_seed{seed}")
+            rows.append(run_one(name, steps, sq_overrides, seed, run_dir, data_path, validation_size))
+            (out_root / "results.json").write_text(json.dumps(rows, indent=2))
     return rows
 
 
+def _mean_std(values: list[float], digits: int) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def summary_markdown(rows: list[dict]) -> str:
+    """One line per variant over its seeds: mean ± sample std, and the smallest per-layer usage seen."""
+    lines = [
+        "| variant | seeds | test RMSE | SSIM | PSNR | perplexity per layer (mean) | codes used per layer "
+        "(mean; min over seeds) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name in dict.fromkeys(r["variant"] for r in rows):
+        group = [r for r in rows if r["variant"] == name]
+        layers = range(len(group[0]["perplexity"]))
+        perplexity = [statistics.mean(r["perplexity"][i] for r in group) for i in layers]
+        used_mean = [statistics.mean(r["codes_used"][i] for r in group) for i in layers]
+        used_min = [min(r["codes_used"][i] for r in group) for i in layers]
+        ssim = [r["ssim"] for r in group if r.get("ssim") is not None]
+        lines.append(
+            f"| {name} | {len(group)} | {_mean_std([r['rmse'] for r in group], 4)} | "
+            f"{_mean_std(ssim, 3) if ssim else '-'} | {_mean_std([r['psnr'] for r in group], 2)} | "
+            f"{_fmt(perplexity, 1)} | {_fmt([round(u) for u in used_mean])}; {_fmt(used_min)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def to_markdown(rows: list[dict], steps: int) -> str:
+    seeds = sorted({r["seed"] for r in rows})
     lines = [
         f"Fashion-MNIST 32x32, batch 32, {steps} steps, Adam lr 1e-3 (0.9, 0.9), test split (10,000 images), "
-        "deterministic quantization at test.",
+        f"deterministic quantization at test; seeds {', '.join(map(str, seeds))}.",
         "",
-        "| variant | test RMSE | PSNR | perplexity per layer | codes used per layer | train img/s | final tau |"
-        " s^2 start -> end | entropy start -> end (nats) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "Over seeds (mean ± sample standard deviation):",
+        "",
+        summary_markdown(rows),
+        "Every run:",
+        "",
+        "| variant | seed | test RMSE | SSIM | PSNR | perplexity per layer | codes used per layer | train img/s |"
+        " final tau | s^2 start -> end | entropy start -> end (nats) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         variance = entropy = "-"
@@ -117,9 +176,11 @@ def to_markdown(rows: list[dict], steps: int) -> str:
             variance = f"{_fmt(r['variance_start_end'][0])} -> {_fmt(r['variance_start_end'][1])}"
             entropy = f"{_fmt(r['entropy_start_end'][0])} -> {_fmt(r['entropy_start_end'][1])}"
         tau = "-" if r["final_temperature"] is None else f"{r['final_temperature']:.3f}"
+        ssim = "-" if r.get("ssim") is None else f"{r['ssim']:.3f}"
         lines.append(
-            f"| {r['variant']} | {r['rmse']:.4f} | {r['psnr']:.2f} | {_fmt(r['perplexity'], 1)} | "
-            f"{_fmt(r['codes_used'])} | {r['train_images_per_second']:.0f} | {tau} | {variance} | {entropy} |"
+            f"| {r['variant']} | {r['seed']} | {r['rmse']:.4f} | {ssim} | {r['psnr']:.2f} | "
+            f"{_fmt(r['perplexity'], 1)} | {_fmt(r['codes_used'])} | {r['train_images_per_second']:.0f} | "
+            f"{tau} | {variance} | {entropy} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -128,7 +189,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=[0], help="one run per variant and seed (seed 0: <variant>/)"
+    )
     parser.add_argument("--init-variance", type=float, default=3.0, help="SQ s^2 at initialisation")
     parser.add_argument(
         "--final-temperature",
@@ -149,7 +212,7 @@ def main(argv=None):
     out_root = args.output or Path("runs/benchmarks") / f"tokenizer_quality_{args.steps}"
     out_root.mkdir(parents=True, exist_ok=True)
     rows = run(
-        args.variants, args.steps, sq_overrides, args.seed, out_root, args.data_path, args.validation_size
+        args.variants, args.steps, sq_overrides, args.seeds, out_root, args.data_path, args.validation_size
     )
     table = to_markdown(rows, args.steps)
     (out_root / "results.md").write_text(table)

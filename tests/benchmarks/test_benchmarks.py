@@ -19,6 +19,19 @@ def test_tokenizer_quality_runs_and_writes_its_table(idx_dataset, tmp_path, caps
     assert "| sqvae2 |" in capsys.readouterr().out
 
 
+def test_tokenizer_quality_summarises_seeds_and_reads_finished_runs_back(idx_dataset, tmp_path):
+    args = ["--steps", "2", "--variants", "vqvae2", "--seeds", "0", "1", "--output", str(tmp_path)]
+    args += ["--data-path", str(idx_dataset), "--validation-size", "16"]
+    tokenizer_quality.main(args)
+    table = (tmp_path / "results.md").read_text()
+    assert "| vqvae2 | 2 |" in table  # one summary line over both seeds
+    assert "| vqvae2 | 0 |" in table and "| vqvae2 | 1 |" in table  # and one line per run
+    first = (tmp_path / "vqvae2_seed1" / "metrics.json").stat().st_mtime_ns
+    rows = tokenizer_quality.run(["vqvae2"], 2, {}, [1], tmp_path, str(idx_dataset), 16)
+    assert (tmp_path / "vqvae2_seed1" / "metrics.json").stat().st_mtime_ns == first  # not retrained
+    assert rows[0]["seed"] == 1 and rows[0]["rmse"] > 0
+
+
 def test_training_speed_runs_and_writes_its_table(tmp_path, capsys):
     output = tmp_path / "speed.md"
     training_speed.main(
