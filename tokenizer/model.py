@@ -106,7 +106,8 @@ class HQVAE(ModelMixin, ConfigMixin):
         commitment_cost: beta of eq. 7/15 (VQ).
         codebook_update: "ema" or "loss" (VQ).
         ema_decay: EMA decay of VQ codebooks (0.99).
-        dead_code_threshold: VQ code reset: codes whose EMA count falls below this are re-initialised.
+        dead_code_threshold: VQ code reset: codes whose EMA count falls below this are re-initialised
+            (counts start at 1, so a threshold of 1 resets a code after one step without assignments).
     """
 
     @register_to_config

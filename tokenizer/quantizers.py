@@ -103,7 +103,11 @@ class Codebook(nn.Module):
         # like every other weight.
         self.weight = nn.Parameter(torch.randn(codebook_size, dim) * init_std, requires_grad=not use_ema)
         if use_ema:
-            self.register_buffer("ema_cluster_size", torch.zeros(codebook_size))
+            # One pseudo-observation per code: the initial codebook is the EMA's starting point. Starting the
+            # counts at zero with the sums at the codes (rosinality's / taming's EmbeddingEMA) divides every
+            # code unused in the first batch by the Laplace epsilon, throwing it ~1e5 away where it can never
+            # be picked again; that alone collapsed the Fashion-MNIST VQ-VAE-2 to one code per layer.
+            self.register_buffer("ema_cluster_size", torch.ones(codebook_size))
             self.register_buffer("ema_embed_sum", self.weight.detach().clone())
 
     def lookup(self, indices: torch.Tensor) -> torch.Tensor:

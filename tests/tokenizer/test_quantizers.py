@@ -125,15 +125,20 @@ def test_vq_straight_through_inputs_and_ema_update():
     torch.testing.assert_close(out.quantized, before[out.indices])
     assert not torch.equal(before, vq.codebook.weight)
     used = torch.unique(out.indices)
-    # with decay 0.5 from an embed_sum initialised to the codes, a used code moves halfway towards its mean
+    # with decay 0.5 from one pseudo-observation per code (count 1, sum = the code), a used code moves
+    # towards its members' mean
     for k in used.tolist():
         members = z[out.indices == k]
         count = members.shape[0]
-        ema_n = 0.5 * count
+        ema_n = 0.5 * 1.0 + 0.5 * count
         ema_sum = 0.5 * before[k] + 0.5 * members.sum(0)
         total = vq.codebook.ema_cluster_size.sum()
         smoothed = (ema_n + 1e-5) / (total + 8 * 1e-5) * total
         torch.testing.assert_close(vq.codebook.weight[k], ema_sum / smoothed, rtol=1e-5, atol=1e-5)
+    # codes nobody picked stay where they were (up to the Laplace smoothing), instead of being divided by eps
+    unused = torch.ones(8, dtype=torch.bool)
+    unused[used] = False
+    torch.testing.assert_close(vq.codebook.weight[unused], before[unused], rtol=1e-4, atol=1e-4)
     vq.eval()
     frozen = vq.codebook.weight.detach().clone()
     vq(z)
@@ -142,7 +147,8 @@ def test_vq_straight_through_inputs_and_ema_update():
 
 def test_code_reset_replaces_unused_codes_with_inputs():
     torch.manual_seed(0)
-    vq = VectorQuantizer(32, 4, dead_code_threshold=0.5)
+    # EMA counts start at 1 and decay to 0.99 when unused: below a threshold of 1 after one step
+    vq = VectorQuantizer(32, 4, dead_code_threshold=1.0)
     z = torch.randn(8, 4) + 100.0  # far from every code: only one code can be nearest
     vq(z)
     weight = vq.codebook.weight
