@@ -86,7 +86,8 @@ def test_prior_training_writes_a_complete_run(tokenizer_runs, tmp_path, config, 
         assert (out / name).exists(), name
     assert (out / "grids" / "00000002.png").exists() and (out / "checkpoints" / "latest").exists()
     assert result["steps"] == 4 and result["uniform_loss"] == pytest.approx(torch.tensor(16.0).log().item())
-    assert 0 < result["unigram_entropy"] <= result["uniform_loss"] + 1e-9
+    # 0 is legitimate: a 2-step VQ tokenizer may map every image to one code per depth
+    assert 0 <= result["unigram_entropy"] <= result["uniform_loss"] + 1e-9
     assert result["validation"]["loss"] > 0
     model_class = "MaskedTokenTransformer" if config == "tiny_masked" else "RQTransformer"
     assert json.loads((out / "model" / "config.json").read_text())["_class_name"] == model_class
