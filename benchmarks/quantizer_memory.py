@@ -17,6 +17,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from _tables import MarkdownTable
+
 CHILD = r"""
 import json, resource, sys, time, torch
 from tokenizer.quantizers import StochasticQuantizer, VectorQuantizer, squared_distances, gumbel_noise
@@ -82,16 +84,11 @@ def main(argv=None):
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--output", type=Path, default=Path("runs/benchmarks/quantizer_memory.md"))
     args = parser.parse_args(argv)
-    lines = []
-
-    def emit(line: str) -> None:
-        print(line, flush=True)
-        lines.append(line)
-
-    emit(f"d = 64, device {args.device}; peak: the first forward+backward, time: median of the next three")
-    emit("")
-    emit("| kind | K | tokens N | N x K fp32 (MiB) | peak growth (MiB) | fwd+bwd (s) |")
-    emit("|---|---|---|---|---|---|")
+    table = MarkdownTable(
+        f"d = 64, device {args.device}; peak: the first forward+backward, time: median of the next three",
+        ["kind", "K", "tokens N", "N x K fp32 (MiB)", "peak growth (MiB)", "fwd+bwd (s)"],
+    )
+    emit = table.emit
     for tokens in args.tokens:
         for k in args.codebook_sizes:
             for kind in args.kinds:
@@ -103,8 +100,7 @@ def main(argv=None):
                     emit(
                         f"| {kind} | {k} | {tokens} | {nk:.0f} | {r['peak_bytes'] / 2**20:.0f} | {r['seconds']:.3f} |"
                     )
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text("\n".join(lines) + "\n")
+    table.save(args.output)
 
 
 if __name__ == "__main__":

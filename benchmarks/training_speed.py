@@ -18,6 +18,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from _tables import MarkdownTable
+
 CONFIGS = Path(__file__).parents[1] / "configs" / "tokenizer"
 
 CHILD = r"""
@@ -93,16 +95,11 @@ def main(argv=None):
     parser.add_argument("--precision", choices=["no", "bf16", "fp16"], default="no")
     parser.add_argument("--output", type=Path, default=Path("runs/benchmarks/training_speed.md"))
     args = parser.parse_args(argv)
-    lines = []
-
-    def emit(line: str) -> None:
-        print(line, flush=True)
-        lines.append(line)
-
-    emit(f"device={args.device} precision={args.precision} steps={args.steps} (median), warmup={args.warmup}")
-    emit("")
-    emit("| config | batch | images/s | median step (s) | peak memory (MiB) | parameters |")
-    emit("|---|---|---|---|---|---|")
+    table = MarkdownTable(
+        f"device={args.device} precision={args.precision} steps={args.steps} (median), warmup={args.warmup}",
+        ["config", "batch", "images/s", "median step (s)", "peak memory (MiB)", "parameters"],
+    )
+    emit = table.emit
     for name in args.configs:
         command = [
             sys.executable,
@@ -122,8 +119,7 @@ def main(argv=None):
             f"| {name} | {r['batch']} | {r['images_per_s']:.1f} | {r['median_step_s']:.3f} | "
             f"{r['peak_mib']:.0f} | {r['parameters'] / 1e6:.2f}M |"
         )
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text("\n".join(lines) + "\n")
+    table.save(args.output)
 
 
 if __name__ == "__main__":
