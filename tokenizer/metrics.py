@@ -27,6 +27,9 @@ class ReconstructionMetrics:
     perplexity: list[float]
     codes_used: list[int]
     num_images: int
+    # SQ: the discrete KL to the uniform prior per layer, sum_i (log K_l - H_i), nats per image (eq. 6/14);
+    # VQ: zeros (a deterministic posterior). Compare with sum_l d_l log K_l (HQVAE.rate_regime).
+    kl_nats: list[float] | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -49,6 +52,7 @@ def evaluate_reconstruction(
     device = device or next(model.parameters()).device
     squared_error, num_values, num_images = 0.0, 0, 0
     ssim_sum, lpips_sum, loss_sum = 0.0, 0.0, 0.0
+    kl_sum = torch.zeros(model.num_layers, dtype=torch.float64)
     counts = [torch.zeros(k, dtype=torch.long, device=device) for k in model.codebook_sizes]
     for batch in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
         images = batch[0]
@@ -66,6 +70,7 @@ def evaluate_reconstruction(
         num_values += images.numel()
         num_images += batch_size
         loss_sum += out.loss.item() * batch_size
+        kl_sum += out.kl_losses.detach().double().cpu() * batch_size
         ssim_sum += ssim_fn(reconstruction, images, data_range=1.0).item() * batch_size
         if perceptual is not None:
             lpips_sum += perceptual(reconstruction, images, pad_and_trim=False).item() * batch_size
@@ -85,4 +90,5 @@ def evaluate_reconstruction(
         perplexity=[p for p, _ in stats],
         codes_used=[int(u) for _, u in stats],
         num_images=num_images,
+        kl_nats=(kl_sum / num_images).tolist(),
     )

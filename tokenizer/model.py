@@ -95,7 +95,17 @@ class HQVAE(ModelMixin, ConfigMixin):
         share_codebook: residual layers of a resolution share one codebook (RQ-VAE / RSQ-VAE option).
         codebook_init_std: codes start as N(0, std^2 I). 1.0 is the reference implementations' randn; it
             should match the scale of the encoder outputs, or every output starts far inside the codebook.
-        init_variance: initial s_l^2 (SQ). It decides short-budget behaviour, since s^2 moves slowly.
+        codebook_init: "random" (N(0, codebook_init_std^2 I)) or "data": at the first training forward
+            (global step 0) every codebook is set to k-means centroids of the rows it quantizes in that batch
+            (``Codebook.init_from_data``). The objective is unchanged; it only moves where the codes start, for
+            SQ and VQ alike (with random codes far from the encoder outputs, most codes never get posterior
+            weight, hence no gradient, and stay dead).
+        init_variance: initial s_l^2 (SQ). s^2 moves slowly (Adam changes log s^2 by at most ~lr per step),
+            so its initial value *relative to the scale of the codes and encoder outputs* decides short-budget
+            behaviour. With codebook_init="data" the codes have the encoder outputs' scale (per-dimension
+            spread ~1e-2 at initialisation): s^2 >= 0.3 keeps posteriors near uniform (a layer can stay unused),
+            s^2 ~ 1e-4 makes them hard at once and collapses a layer onto one code; 0.01-0.03 worked best on
+            Fashion-MNIST (docs/sq_vs_vq.md). With random codes (norm ~8), s^2 ~ 3.
         temperature_decay, min_temperature: tau = max(c_tau, exp(-r t)) with t the global training step
             (appendix E; r = 1e-5 and c_tau = 0 in the paper, tuned for ~1e5+ steps).
         residual_objective: "summed" (eq. 14/26: one error term per resolution with the summed variance) or
@@ -124,6 +134,7 @@ class HQVAE(ModelMixin, ConfigMixin):
         quantizer: Literal["sq", "vq"] = "sq",
         share_codebook: bool = False,
         codebook_init_std: float = 1.0,
+        codebook_init: Literal["random", "data"] = "random",
         init_variance: float = 1.0,
         temperature_decay: float = 1e-5,
         min_temperature: float = 0.0,
@@ -146,6 +157,7 @@ class HQVAE(ModelMixin, ConfigMixin):
             layers_per_resolution,
             codebook_sizes,
             quantizer,
+            codebook_init,
             residual_objective,
             decoder_variance,
         )
@@ -213,10 +225,19 @@ class HQVAE(ModelMixin, ConfigMixin):
             self.log_decoder_variance = nn.Parameter(torch.zeros(()))
         # Global training step t of the temperature schedule; a buffer so that checkpoints carry it.
         self.register_buffer("global_step", torch.zeros((), dtype=torch.long))
+        # codebook_init="data" runs once, at the first training forward of step 0 (a resumed or loaded model
+        # has global_step > 0 and keeps its codes).
+        self._codebooks_initialized = codebook_init != "data"
 
     @staticmethod
     def _validate_arguments(
-        in_channels, layers_per_resolution, codebook_sizes, quantizer, residual_objective, decoder_variance
+        in_channels,
+        layers_per_resolution,
+        codebook_sizes,
+        quantizer,
+        codebook_init,
+        residual_objective,
+        decoder_variance,
     ):
         if in_channels < 1:
             raise ValueError(f"in_channels must be >= 1, got {in_channels}")
@@ -231,6 +252,8 @@ class HQVAE(ModelMixin, ConfigMixin):
             )
         if quantizer not in ("sq", "vq"):
             raise ValueError(f"quantizer must be 'sq' or 'vq', got {quantizer!r}")
+        if codebook_init not in ("random", "data"):
+            raise ValueError(f"codebook_init must be 'random' or 'data', got {codebook_init!r}")
         if residual_objective not in ("summed", "per_layer"):
             raise ValueError(
                 f"residual_objective must be 'summed' or 'per_layer', got {residual_objective!r}"
@@ -251,6 +274,20 @@ class HQVAE(ModelMixin, ConfigMixin):
         self._check_size(height, width)
         top_h, top_w = height // self.downsample_factor, width // self.downsample_factor
         return [(top_h * 2**r, top_w * 2**r) for r in self.layer_resolution]
+
+    def rate_regime(self, height: int, width: int) -> dict[str, float]:
+        """Where a run sits on the rate/distortion trade-off of the SQ objective (eq. 6/14/26).
+
+        ``kl_max`` = sum_l d_l log K_l nats per image: the most the discrete KL can cost (deterministic codes).
+        ``half_dim`` = D/2: with the ML decoder variance, the decoder term is (D/2) log MSE + const, so halving
+        the MSE is worth (D/2) ln 2 nats. ``rho`` = (D/2) / kl_max: when it is small, the ELBO-optimal posterior
+        stays soft, since sharper codes cost more KL than the distortion they save.
+        """
+        kl_max = sum(
+            h * w * math.log(k) for (h, w), k in zip(self.latent_shapes(height, width), self.codebook_sizes)
+        )
+        half_dim = 0.5 * self.config.in_channels * height * width
+        return {"half_dim": half_dim, "kl_max": kl_max, "rho": half_dim / kl_max}
 
     @property
     def temperature(self) -> float:
@@ -282,15 +319,18 @@ class HQVAE(ModelMixin, ConfigMixin):
     # ----------------------------------------------------------------------------------------------------
     # Top-down path
     # ----------------------------------------------------------------------------------------------------
-    def _quantize_group(self, resolution: int, target: torch.Tensor, mode, temperature, generator):
+    def _quantize_group(self, resolution: int, target: torch.Tensor, mode, temperature, generator, init):
         group = self.quantizers[resolution]
         rows = _to_rows(target)
         if self.config.quantizer == "sq":
-            return group(rows, mode=mode, temperature=temperature, generator=generator)
-        return group(rows)
+            return group(rows, init, mode=mode, temperature=temperature, generator=generator)
+        return group(rows, init)
 
     def _infer(self, images, mode, temperature, generator):
         """Posterior pass: per resolution, the target, its inputs per layer and the quantizer outputs."""
+        init = self.training and not self._codebooks_initialized and int(self.global_step) == 0
+        if self.training:
+            self._codebooks_initialized = True
         features = self.bottom_up(self.stem(images))
         state = None
         groups = []
@@ -302,7 +342,7 @@ class HQVAE(ModelMixin, ConfigMixin):
                 upsampled = self.upsamples[resolution - 1](state)
                 target = self.injections[resolution - 1](feature, upsampled)
             outputs: list[QuantizerOutput] = self._quantize_group(
-                resolution, target, mode, temperature, generator
+                resolution, target, mode, temperature, generator, init
             )
             codes = [_to_map(o.quantized, target) for o in outputs]
             total = torch.stack(codes).sum(0)

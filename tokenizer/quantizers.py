@@ -75,6 +75,32 @@ class QuantizerOutput:
     entropy: torch.Tensor
 
 
+def _kmeans(z: torch.Tensor, num_codes: int, iterations: int) -> torch.Tensor:
+    """Lloyd's k-means of rows z (N, d), seeded by k-means++ (D^2 sampling from the global RNG). With N < K,
+    rows are repeated with a 1 % jitter so that all K codes are distinct."""
+    num_rows = z.shape[0]
+    if num_rows < num_codes:
+        centroids = z[torch.randint(0, num_rows, (num_codes,), device=z.device)].clone()
+        return centroids + 0.01 * z.std(0, unbiased=False).clamp_min(1e-12) * torch.randn_like(centroids)
+    chosen = [int(torch.randint(0, num_rows, ()))]
+    nearest = squared_distances(z, z[chosen[-1]].unsqueeze(0)).squeeze(-1)  # (N,) to the closest seed
+    for _ in range(num_codes - 1):
+        weights = nearest.clamp_min(0)
+        index = (
+            int(torch.multinomial(weights, 1)) if weights.sum() > 0 else int(torch.randint(0, num_rows, ()))
+        )
+        chosen.append(index)
+        nearest = torch.minimum(nearest, squared_distances(z, z[index].unsqueeze(0)).squeeze(-1))
+    centroids = z[torch.tensor(chosen, device=z.device)].clone()
+    for _ in range(iterations):
+        assignment = squared_distances(z, centroids).argmin(-1)
+        counts = torch.bincount(assignment, minlength=num_codes).float()
+        sums = torch.zeros_like(centroids).index_add_(0, assignment, z)
+        used = counts > 0
+        centroids[used] = sums[used] / counts[used].unsqueeze(-1)
+    return centroids
+
+
 class Codebook(nn.Module):
     """K code vectors of dimension d, with optional EMA statistics and dead-code reset (VQ baselines)."""
 
@@ -109,6 +135,28 @@ class Codebook(nn.Module):
             # be picked again; that alone collapsed the Fashion-MNIST VQ-VAE-2 to one code per layer.
             self.register_buffer("ema_cluster_size", torch.ones(codebook_size))
             self.register_buffer("ema_embed_sum", self.weight.detach().clone())
+
+    @torch.no_grad()
+    def init_from_data(self, z: torch.Tensor, iterations: int = 10) -> None:
+        """Data-dependent initialisation: the codes become k-means centroids of the rows z (N, d).
+
+        Seeds with k-means++ (rows drawn with replacement, plus a small jitter, when N < K) and runs
+        ``iterations`` Lloyd steps; a centroid that loses all its rows keeps its position. It changes where the
+        codes start, not the objective, so it is within both the VQ and the SQ frameworks (lucidrains'
+        ``kmeans_init`` does the same for VQ). Under DDP rank 0's result is broadcast. EMA statistics restart
+        from the new codes (one pseudo-observation each).
+
+        """
+        z = z.detach().float().reshape(-1, self.dim)
+        if z.shape[0] < 2:
+            raise ValueError(f"cannot initialise a codebook from {z.shape[0]} row(s); need at least 2")
+        centroids = _kmeans(z, self.codebook_size, iterations)
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            dist.broadcast(centroids, src=0)
+        self.weight.data.copy_(centroids.to(self.weight.dtype))
+        if self.use_ema:
+            self.ema_cluster_size.fill_(1.0)
+            self.ema_embed_sum.copy_(centroids)
 
     def lookup(self, indices: torch.Tensor) -> torch.Tensor:
         """Code vectors for integer indices of any shape -> (*indices.shape, d), fp32."""
@@ -407,7 +455,11 @@ class VectorQuantizer(nn.Module):
         self.dead_code_threshold = dead_code_threshold
         if codebook is None:
             self.codebook = Codebook(
-                codebook_size, dim, use_ema=codebook_update == "ema", ema_decay=ema_decay
+                codebook_size,
+                dim,
+                use_ema=codebook_update == "ema",
+                ema_decay=ema_decay,
+                init_std=codebook_init_std,
             )
         else:
             if codebook.codebook_size != codebook_size or codebook.dim != dim:
@@ -466,10 +518,14 @@ class ResidualQuantizer(nn.Module):
             layers.append(layer_cls(size, dim, codebook=shared, **quantizer_kwargs))
         return cls(layers)
 
-    def forward(self, target: torch.Tensor, **kwargs) -> list[QuantizerOutput]:
+    def forward(self, target: torch.Tensor, init_codebooks: bool = False, **kwargs) -> list[QuantizerOutput]:
+        """``init_codebooks``: first set each layer's own codebook from the rows it quantizes (k-means,
+        ``Codebook.init_from_data``); a shared codebook is set once, from the first layer's input."""
         outputs = []
         residual = target
         for layer in self.layers:
+            if init_codebooks and not hasattr(layer, "_shared"):
+                layer.get_codebook().init_from_data(residual)
             out = layer(residual, **kwargs)
             outputs.append(out)
             residual = residual - out.quantized

@@ -478,6 +478,15 @@ class Trainer:
             acc, self.output_dir, cfg, self.step, cfg.logging.tensorboard, cfg.optimizer.max_steps
         )
         grid_images = self.validation_set_images(cfg.logging.grid_images)
+        if is_main and self.unwrapped.config.quantizer == "sq":
+            regime = self.unwrapped.rate_regime(*grid_images.shape[-2:])
+            logger.info(
+                "rate regime: D/2 = %.0f nats per e-fold of MSE, KL_max = %.0f nats, rho = %.2f "
+                "(small rho: the ELBO keeps the codes soft)",
+                regime["half_dim"],
+                regime["kl_max"],
+                regime["rho"],
+            )
         batches = self.batches()
         progress = tqdm(
             total=cfg.optimizer.max_steps,
@@ -503,6 +512,7 @@ class Trainer:
                 now = time.perf_counter()
                 record = {"step": step, **{k: to_plain(getattr(out, k)) for k in OUTPUT_TERMS}}
                 record["perplexity"], record["codes_used"] = usage
+                record["kl_total"] = to_plain(out.kl_losses.sum())
                 record.update({k: to_plain(v) for k, v in terms.items() if k not in ("objective", "total")})
                 record["learning_rate"] = self.optimizer.param_groups[0]["lr"]
                 record["images_per_second"] = round(interval_images / max(now - interval_start, 1e-9), 1)
@@ -574,6 +584,7 @@ class Trainer:
             "num_processes": self.accelerator.num_processes,
             "final_temperature": model.temperature if model.config.quantizer == "sq" else None,
             "dequantization_variances": model.dequantization_variances().tolist(),
+            "rate_regime": model.rate_regime(*dataset[0][0].shape[-2:]),
             "train_images_per_second": round(images_seen / max(elapsed, 1e-9), 1),
             "train_seconds": round(elapsed, 1),
             "skipped_images": self.skipped_images,

@@ -1,12 +1,18 @@
 """Smoke tests: the benchmark scripts still run end to end (tiny budgets; their numbers are not checked)."""
 
+import json
 import sys
 from pathlib import Path
+
+import numpy as np
+import pytest
 
 ROOT = Path(__file__).parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import photo_patches  # noqa: E402
 import prior_sampling  # noqa: E402
+import sq_regime  # noqa: E402
 import tokenizer_quality  # noqa: E402
 import training_speed  # noqa: E402
 
@@ -48,3 +54,50 @@ def test_prior_sampling_runs(tmp_path, capsys):
     )
     assert len(rows) == 3 and all(r["images_per_second"] > 0 for r in rows)
     assert "KV cache off" in (tmp_path / "t.md").read_text()
+
+
+def _fake_photos():
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 256, size=(80, 120, 3), dtype=np.uint8) for _ in range(2)]
+
+
+def test_photo_patches_keep_train_and_test_regions_apart():
+    photos = [
+        np.broadcast_to(np.arange(200)[None, :, None], (100, 200, 3)).astype(np.uint8)
+    ]  # pixel = column
+    rng = np.random.default_rng(0)
+    train, _ = photo_patches.sample_patches(photos, 16, 50, "train", rng)
+    test, labels = photo_patches.sample_patches(photos, 16, 50, "test", rng)
+    # full-resolution patches hold column indices: train ones stay left of the cut, test ones right of it
+    assert train.max() < 160 and labels.tolist() == [0] * 50
+    full_scale_test = [p for p in test if p.max() - p.min() == 15]
+    assert full_scale_test and all(p.min() >= 160 for p in full_scale_test)
+    with pytest.raises(ValueError, match="split"):
+        photo_patches.sample_patches(photos, 16, 1, "validation", rng)
+
+
+def test_photo_patches_build_writes_an_arrow_dataset(tmp_path, monkeypatch):
+    from tokenizer.data import load_hf_split
+
+    monkeypatch.setattr(photo_patches, "load_photos", _fake_photos)
+    path = photo_patches.build(tmp_path / "patches", 16, train_count=12, test_count=4)
+    assert len(load_hf_split("arrow", str(path), "train")) == 12
+    assert len(load_hf_split("arrow", str(path), "test")) == 4
+    assert photo_patches.build(path, 16) == path  # already there: not rebuilt
+
+
+def test_sq_regime_runs_a_cell_and_writes_its_table_and_plot(idx_dataset, tmp_path, capsys):
+    cell = "fmnist32_4x4+8x8_k64"
+    args = ["--steps", "2", "--cells", cell, "--variants", "sq", "vq", "--output", str(tmp_path)]
+    args += ["--fashion-mnist-path", str(idx_dataset), "--codebook-init", "data", "--init-variance", "0.03"]
+    sq_regime.FASHION_MNIST["validation_size"] = 16
+    try:
+        sq_regime.main(args)
+    finally:
+        sq_regime.FASHION_MNIST["validation_size"] = 5000
+    table = (tmp_path / "results.md").read_text()
+    assert f"| {cell} | 1.54 |" in table  # rho = 512 / (16 ln 64 + 64 ln 64)
+    assert "| sq |" in table and "| vq |" in table
+    assert (tmp_path / "regime.png").stat().st_size > 0
+    rows = json.loads((tmp_path / "results.json").read_text())
+    assert rows[0]["model"]["codebook_init"] == "data" and rows[0]["kl_nats"]

@@ -30,8 +30,17 @@ def test_main_job_writes_a_report_and_resumes(model, idx_dataset, tmp_path, monk
     saved = json.loads((report / "metrics.json").read_text())
     assert saved["budget"]["tokenizer_steps"] == 2 and saved["fid"]["skipped"].startswith("no FID")
     assert len(saved["priors"]) == (2 if model == "sqvae2" else 1)
-    assert "FID not computed" in (report / "summary.md").read_text()
-    assert set(metrics["timings_seconds"]) >= {"tokenizer", "extract codes", "prior 0", "FID"}
+    summary = (report / "summary.md").read_text()
+    assert "FID not computed" in summary
+    assert "deterministic twin" in summary and "RMSE ratio" in summary
+    assert saved["vq_twin"]["name"] == ("VQ-VAE-2" if model == "sqvae2" else "RQ-VAE")
+    assert set(metrics["timings_seconds"]) >= {
+        "tokenizer",
+        "VQ twin tokenizer",
+        "extract codes",
+        "prior 0",
+        "FID",
+    }
     # a rerun finds every stage done and only re-evaluates
     again = main_job.main(args)
     assert again["tokenizer"] == metrics["tokenizer"] and again["priors"] == metrics["priors"]

@@ -306,3 +306,50 @@ def test_bad_constructor_arguments_raise_value_errors():
         HQVAE(**TINY, quantizer="fsq")
     with pytest.raises(ValueError, match="code reset"):
         HQVAE(**TINY, quantizer="vq", codebook_update="loss", dead_code_threshold=1.0)
+
+
+@pytest.mark.parametrize("name", ["sqvae2", "rsqvae_shared", "vqvae2", "rqvae"])
+def test_data_codebook_init_runs_once_at_the_first_training_forward(name):
+    model = make(name, codebook_init="data")
+    random_codes = [p.detach().clone() for n, p in model.named_parameters() if "codebook" in n]
+    model.eval()
+    model(images())  # an eval forward does not initialise
+    assert all(
+        torch.equal(a, p)
+        for a, p in zip(random_codes, [p for n, p in model.named_parameters() if "codebook" in n])
+    )
+    model.train()
+    out = model(images())
+    data_codes = [p.detach().clone() for n, p in model.named_parameters() if "codebook" in n]
+    assert not any(torch.equal(a, b) for a, b in zip(random_codes, data_codes))
+    # k-means codes sit among the encoder outputs, so the first layer uses several of them
+    assert out.codes_used[0] >= 2
+    model(images(seed=1))  # the second training forward does not re-initialise (EMA codebooks still move)
+    if FAMILY[name].get("quantizer", "sq") == "sq":
+        assert all(
+            torch.equal(a, p)
+            for a, p in zip(data_codes, [p for n, p in model.named_parameters() if "codebook" in n])
+        )
+
+
+def test_data_codebook_init_skips_a_resumed_model():
+    model = make("sqvae2", codebook_init="data")
+    model.global_step += 5  # a resumed or loaded model
+    codes = model.quantizers[0].layers[0].codebook.weight.detach().clone()
+    model.train()
+    model(images())
+    assert torch.equal(codes, model.quantizers[0].layers[0].codebook.weight)
+
+
+def test_bad_codebook_init_raises():
+    with pytest.raises(ValueError, match="codebook_init"):
+        make("sqvae2", codebook_init="kmeans")
+
+
+def test_rate_regime_matches_hand_computation():
+    model = make("sqvae2")  # TINY: 1 stem downsample; layers at 4x4 (K=16) and 8x8 (K=32) for 16x16 inputs
+    regime = model.rate_regime(16, 16)
+    kl_max = 16 * math.log(16) + 64 * math.log(32)
+    assert regime["kl_max"] == pytest.approx(kl_max)
+    assert regime["half_dim"] == 128
+    assert regime["rho"] == pytest.approx(128 / kl_max)

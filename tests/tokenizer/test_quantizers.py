@@ -202,3 +202,47 @@ def test_codebook_init_std_scales_the_codes():
     torch.testing.assert_close(small.weight.std().item(), 0.1, rtol=0.05, atol=0)
     with pytest.raises(ValueError, match="init_std"):
         Codebook(4, 4, init_std=0.0)
+
+
+def test_vector_quantizer_uses_codebook_init_std():
+    torch.manual_seed(0)
+    layer = VectorQuantizer(4096, 16, codebook_init_std=0.1)
+    torch.testing.assert_close(layer.codebook.weight.std().item(), 0.1, rtol=0.05, atol=0)
+
+
+@pytest.mark.parametrize("use_ema", [False, True])
+def test_codebook_init_from_data_places_codes_at_kmeans_centroids(use_ema):
+    torch.manual_seed(0)
+    centres = torch.randn(8, 4) * 10
+    z = centres.repeat_interleave(50, 0) + 0.01 * torch.randn(400, 4)  # 8 tight clusters
+    codebook = Codebook(8, 4, use_ema=use_ema)
+    codebook.init_from_data(z)
+    # every cluster gets a code at its mean, up to Lloyd's local optimum on these well-separated clusters
+    nearest = torch.cdist(centres, codebook.weight).min(-1).values
+    assert (nearest < 0.1).sum() >= 7
+    if use_ema:
+        torch.testing.assert_close(codebook.ema_embed_sum, codebook.weight.detach())
+        assert torch.all(codebook.ema_cluster_size == 1)
+
+
+def test_codebook_init_from_data_with_fewer_rows_than_codes_gives_distinct_codes():
+    torch.manual_seed(0)
+    codebook = Codebook(64, 4)
+    z = torch.randn(10, 4)
+    codebook.init_from_data(z)
+    assert torch.unique(codebook.weight.detach(), dim=0).shape[0] == 64
+    assert torch.cdist(codebook.weight.detach(), z).min(-1).values.max() < 0.5  # all near a data row
+    with pytest.raises(ValueError, match="at least 2"):
+        codebook.init_from_data(z[:1])
+
+
+def test_residual_quantizer_data_init_sets_each_own_codebook_once():
+    torch.manual_seed(0)
+    group = ResidualQuantizer.build("sq", [16, 16], 4, init_variance=0.01)
+    z = torch.randn(300, 4) * 0.01
+    group(z, init_codebooks=True)
+    codes = [layer.codebook.weight.detach().clone() for layer in group.layers]
+    assert codes[0].abs().max() < 0.1  # at the scale of z, not of the N(0, 1) initialisation
+    assert codes[1].abs().max() < codes[0].abs().max()  # the second layer fits the smaller residual
+    group(z)  # without init_codebooks nothing is re-initialised
+    assert all(torch.equal(a, layer.codebook.weight) for a, layer in zip(codes, group.layers))

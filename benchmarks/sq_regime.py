@@ -1,0 +1,273 @@
+"""Where does stochastic quantization beat VQ? SQ-VAE-2 against its VQ-VAE-2 twins across rate regimes.
+
+    .venv/bin/python benchmarks/sq_regime.py --steps 3000 --seeds 0 [--cells ...] [--variants ...]
+
+The SQ objective (eq. 6) pays for information in its KL term, at most KL_max = sum_l d_l log K_l nats per image,
+while an e-fold cut of the MSE is worth D/2 nats (ML decoder variance). ``rho`` = (D/2) / KL_max
+(``HQVAE.rate_regime``) is changed here by real means: image size and channels (Fashion-MNIST 32x32, RGB
+photograph patches at 32x32 and 64x64, from ``benchmarks/photo_patches.py``), the number of latent positions,
+the codebook size and a three-level hierarchy. Every cell trains the same architecture, data, optimiser (Adam
+lr 1e-3, betas (0.9, 0.9)), batch 32, step budget and seeds for each variant:
+
+- ``sq``: SQ-VAE-2, s^2 init ``--init-variance`` (0.03), tau = exp(-r t) decaying to ``--final-temperature``;
+- ``vq``: VQ-VAE-2 (eq. 7, beta 0.25, EMA 0.99);
+- ``vq_reset``: VQ-VAE-2 + code reset (EMA count below 1), the strongest heuristic baseline.
+
+``--codebook-init`` (default ``data``: k-means of the first batch's encoder outputs) applies to every variant
+alike. Per cell the table gives the test RMSE (mean ± std over
+seeds), the ratios SQ / VQ and SQ / VQ + reset, per-layer perplexity and codes used, the measured test KL next to
+KL_max, and SQ's final s^2 and entropy. Results (``results.json``, ``results.md``, ``regime.png``: the ratios
+against rho) land in ``runs/benchmarks/sq_regime_<steps>/``; a killed sweep resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+from pathlib import Path
+
+import photo_patches
+from tokenizer_quality import _fmt, _mean_std, train_or_read
+
+from tokenizer import HQVAE
+
+SMALL = dict(hidden_channels=64, embedding_dim=64, num_res_blocks=1)
+FASHION_MNIST = {"source": "fashion_mnist", "validation_size": 5000}
+
+# name -> data set, image size, channels, layers_per_resolution, codebook sizes, stem downsamples.
+CELLS: dict[str, dict] = {
+    "fmnist32_8x8+16x16_k512": dict(
+        data="fashion_mnist", size=32, channels=1, layers=[1, 1], codes=512, stem=1
+    ),
+    "fmnist32_4x4+8x8_k512": dict(
+        data="fashion_mnist", size=32, channels=1, layers=[1, 1], codes=512, stem=2
+    ),
+    "fmnist32_4x4+8x8_k64": dict(data="fashion_mnist", size=32, channels=1, layers=[1, 1], codes=64, stem=2),
+    "fmnist32_2x2+4x4_k512": dict(
+        data="fashion_mnist", size=32, channels=1, layers=[1, 1], codes=512, stem=3
+    ),
+    "photo32_4x4+8x8_k512": dict(data="photo", size=32, channels=3, layers=[1, 1], codes=512, stem=2),
+    "photo32_2x2+4x4_k512": dict(data="photo", size=32, channels=3, layers=[1, 1], codes=512, stem=3),
+    "photo64_4x4+8x8_k512": dict(data="photo", size=64, channels=3, layers=[1, 1], codes=512, stem=3),
+    "photo64_4x4+8x8+16x16_k512": dict(
+        data="photo", size=64, channels=3, layers=[1, 1, 1], codes=512, stem=2
+    ),
+}
+VARIANTS: dict[str, dict] = {
+    "sq": {"quantizer": "sq"},
+    "vq": {"quantizer": "vq", "commitment_cost": 0.25, "codebook_update": "ema", "ema_decay": 0.99},
+    "vq_reset": {
+        "quantizer": "vq",
+        "commitment_cost": 0.25,
+        "codebook_update": "ema",
+        "ema_decay": 0.99,
+        "dead_code_threshold": 1.0,
+    },
+}
+
+
+def cell_model(cell: dict, variant: str, common: dict, sq_overrides: dict) -> dict:
+    model = {
+        **SMALL,
+        "in_channels": cell["channels"],
+        "num_stem_downsamples": cell["stem"],
+        "layers_per_resolution": cell["layers"],
+        "codebook_sizes": cell["codes"],
+        **common,
+        **VARIANTS[variant],
+    }
+    if variant == "sq":
+        model.update(sq_overrides)
+    return model
+
+
+def cell_data(cell: dict, data_root: Path, fashion_mnist_path: str | None = None) -> dict:
+    if cell["data"] == "fashion_mnist":
+        return {**FASHION_MNIST, "image_size": cell["size"], "path": fashion_mnist_path}
+    path = photo_patches.build(data_root / f"photo_patches_{cell['size']}", cell["size"])
+    return {"source": "arrow", "path": str(path), "image_size": cell["size"], "validation_size": 2000}
+
+
+def regime(cell: dict) -> dict:
+    """rho and KL_max of a cell, from the model's own shapes (``HQVAE.rate_regime``)."""
+    model = HQVAE(**cell_model(cell, "sq", {}, {}))
+    return model.rate_regime(cell["size"], cell["size"])
+
+
+def run(
+    cells: list[str],
+    variants: list[str],
+    steps: int,
+    seeds: list[int],
+    out_root: Path,
+    sq_overrides: dict,
+    common: dict,
+    data_root: Path,
+    fashion_mnist_path: str | None = None,
+) -> list[dict]:
+    """Every cell x variant x seed (seed-major, then cell), saving ``results.json`` after each run."""
+    rows = []
+    for seed in seeds:
+        for name in cells:
+            cell = CELLS[name]
+            data = cell_data(cell, data_root, fashion_mnist_path)
+            for variant in variants:
+                model = cell_model(cell, variant, common, sq_overrides)
+                run_dir = out_root / name / (variant if seed == 0 else f"{variant}_seed{seed}")
+                result = train_or_read(model, data, steps, seed, run_dir)
+                rows.append(
+                    {"cell": name, "variant": variant, "seed": seed, "model": model, **regime(cell), **result}
+                )
+                (out_root / "results.json").write_text(json.dumps(rows, indent=2))
+    return rows
+
+
+def _mean(rows: list[dict], key: str) -> float:
+    return statistics.mean(r[key] for r in rows)
+
+
+def summary(rows: list[dict]) -> list[dict]:
+    """One entry per cell: rho and the RMSE ratios of SQ to each VQ twin over the seeds both have."""
+    out = []
+    for cell in dict.fromkeys(r["cell"] for r in rows):
+        group = [r for r in rows if r["cell"] == cell]
+        by_variant = {
+            v: [r for r in group if r["variant"] == v] for v in dict.fromkeys(r["variant"] for r in group)
+        }
+        entry = {"cell": cell, "rho": group[0]["rho"], "kl_max": group[0]["kl_max"]}
+        for twin in ("vq", "vq_reset"):
+            if "sq" in by_variant and twin in by_variant:
+                seeds = {r["seed"] for r in by_variant["sq"]} & {r["seed"] for r in by_variant[twin]}
+                if seeds:
+                    sq = [r["rmse"] for r in by_variant["sq"] if r["seed"] in seeds]
+                    vq = [r["rmse"] for r in by_variant[twin] if r["seed"] in seeds]
+                    entry[f"sq_over_{twin}"] = statistics.mean(sq) / statistics.mean(vq)
+                    entry[f"seeds_{twin}"] = len(seeds)
+        out.append(entry)
+    return out
+
+
+def _table(columns: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows]) + "\n"
+
+
+def to_markdown(rows: list[dict], steps: int) -> str:
+    seeds = sorted({r["seed"] for r in rows})
+    head = (
+        f"batch 32, {steps} steps, Adam lr 1e-3 betas (0.9, 0.9), test split, deterministic quantization at test; "
+        f"seeds {', '.join(map(str, seeds))}.\n\n"
+    )
+    ratio_rows, detail_rows = [], []
+    for e in summary(rows):
+        ratio_rows.append(
+            [
+                e["cell"],
+                f"{e['rho']:.2f}",
+                f"{e['kl_max']:.0f}",
+                f"{e['sq_over_vq']:.3f}" if "sq_over_vq" in e else "-",
+                f"{e['sq_over_vq_reset']:.3f}" if "sq_over_vq_reset" in e else "-",
+                str(max(e.get("seeds_vq", 0), e.get("seeds_vq_reset", 0))),
+            ]
+        )
+    for cell in dict.fromkeys(r["cell"] for r in rows):
+        for variant in dict.fromkeys(r["variant"] for r in rows if r["cell"] == cell):
+            group = [r for r in rows if r["cell"] == cell and r["variant"] == variant]
+            layers = range(len(group[0]["perplexity"]))
+            kl = group[0].get("kl_nats")
+            detail_rows.append(
+                [
+                    cell,
+                    variant,
+                    str(len(group)),
+                    _mean_std([r["rmse"] for r in group], 4),
+                    _fmt([statistics.mean(r["perplexity"][i] for r in group) for i in layers], 1),
+                    _fmt([min(r["codes_used"][i] for r in group) for i in layers]),
+                    _fmt([statistics.mean(r["kl_nats"][i] for r in group) for i in layers], 0)
+                    if variant == "sq" and kl
+                    else "-",
+                    _fmt(group[0]["variance_start_end"][1], 3) if "variance_start_end" in group[0] else "-",
+                    _fmt(group[0]["entropy_start_end"][1]) if "entropy_start_end" in group[0] else "-",
+                ]
+            )
+    ratio_columns = ["cell", "rho", "KL_max (nats)", "SQ / VQ", "SQ / VQ+reset", "seeds"]
+    detail_columns = [
+        "cell",
+        "variant",
+        "seeds",
+        "test RMSE",
+        "perplexity per layer",
+        "codes used per layer (min over seeds)",
+        "test KL per layer (nats)",
+        "s^2 end",
+        "entropy end (nats)",
+    ]
+    return head + _table(ratio_columns, ratio_rows) + "\n" + _table(detail_columns, detail_rows)
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    entries = summary(rows)
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for twin, marker in (("vq", "o"), ("vq_reset", "s")):
+        points = sorted((e["rho"], e[f"sq_over_{twin}"]) for e in entries if f"sq_over_{twin}" in e)
+        if points:
+            ax.plot(*zip(*points), marker=marker, label=f"SQ-VAE-2 / {twin.replace('_', ' + ')}")
+    ax.axhline(1.0, color="gray", lw=0.8, ls="--")
+    ax.set_xscale("log")
+    ax.set_xlabel("rho = (D/2) / KL_max")
+    ax.set_ylabel("test RMSE ratio (< 1: SQ better)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--cells", nargs="+", default=list(CELLS), choices=list(CELLS))
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument(
+        "--init-variance", type=float, default=0.03, help="SQ s^2 at initialisation (0.03 suits data init)"
+    )
+    parser.add_argument("--final-temperature", type=float, default=0.3, help="tau at the last step")
+    parser.add_argument(
+        "--codebook-init", choices=["random", "data"], default="data", help="every variant alike (SQ and VQ)"
+    )
+    parser.add_argument("--output", type=Path, default=None)
+    parser.add_argument("--data-root", type=Path, default=Path("runs/data"), help="photo patch sets")
+    parser.add_argument("--fashion-mnist-path", default=None, help="idx files (default: Debian's)")
+    args = parser.parse_args(argv)
+    sq_overrides = {
+        "init_variance": args.init_variance,
+        "temperature_decay": -math.log(args.final_temperature) / args.steps,
+    }
+    out_root = args.output or Path("runs/benchmarks") / f"sq_regime_{args.steps}"
+    out_root.mkdir(parents=True, exist_ok=True)
+    rows = run(
+        args.cells,
+        args.variants,
+        args.steps,
+        args.seeds,
+        out_root,
+        sq_overrides,
+        {"codebook_init": args.codebook_init},
+        args.data_root,
+        args.fashion_mnist_path,
+    )
+    table = to_markdown(rows, args.steps)
+    (out_root / "results.md").write_text(table)
+    plot(rows, out_root / "regime.png")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
