@@ -242,6 +242,12 @@ def main(argv=None):
     parser.add_argument(
         "--codebook-init", choices=["random", "data"], default="data", help="every variant alike (SQ and VQ)"
     )
+    parser.add_argument(
+        "--init-entropy-fraction",
+        type=float,
+        default=None,
+        help="SQ with data codebook init: calibrate s^2 so the first batch's posterior entropy is this x log K",
+    )
     parser.add_argument("--output", type=Path, default=None)
     parser.add_argument("--data-root", type=Path, default=Path("runs/data"), help="photo patch sets")
     parser.add_argument("--fashion-mnist-path", default=None, help="idx files (default: Debian's)")
@@ -250,6 +256,8 @@ def main(argv=None):
         "init_variance": args.init_variance,
         "temperature_decay": -math.log(args.final_temperature) / args.steps,
     }
+    if args.init_entropy_fraction is not None:
+        sq_overrides["init_entropy_fraction"] = args.init_entropy_fraction
     out_root = args.output or Path("runs/benchmarks") / f"sq_regime_{args.steps}"
     out_root.mkdir(parents=True, exist_ok=True)
     rows = run(

@@ -210,6 +210,12 @@ def main(argv=None):
         default="random",
         help="codebook initialisation of every variant, SQ and VQ alike (data: k-means of the first batch)",
     )
+    parser.add_argument(
+        "--init-entropy-fraction",
+        type=float,
+        default=None,
+        help="SQ with data codebook init: calibrate s^2 so the first batch's posterior entropy is this x log K",
+    )
     parser.add_argument("--output", type=Path, default=None)
     parser.add_argument("--validation-size", type=int, default=5000, help="training images held out")
     parser.add_argument(
@@ -220,6 +226,8 @@ def main(argv=None):
         "init_variance": args.init_variance,
         "temperature_decay": -math.log(args.final_temperature) / args.steps,
     }
+    if args.init_entropy_fraction is not None:
+        sq_overrides["init_entropy_fraction"] = args.init_entropy_fraction
     suffix = "" if args.codebook_init == "random" else f"_{args.codebook_init}_init"
     out_root = args.output or Path("runs/benchmarks") / f"tokenizer_quality_{args.steps}{suffix}"
     out_root.mkdir(parents=True, exist_ok=True)

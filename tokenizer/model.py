@@ -100,6 +100,10 @@ class HQVAE(ModelMixin, ConfigMixin):
             (``Codebook.init_from_data``). The objective is unchanged; it only moves where the codes start, for
             SQ and VQ alike (with random codes far from the encoder outputs, most codes never get posterior
             weight, hence no gradient, and stay dead).
+        init_entropy_fraction: SQ with codebook_init="data": at the same first training forward, each s_l^2 is
+            set so that the batch's mean posterior entropy is this fraction of log K_l (calibrated to the
+            actual scale of codes and encoder outputs, which differs by orders of magnitude between data sets
+            and layers); ``init_variance`` is then unused. None: s_l^2 = init_variance.
         init_variance: initial s_l^2 (SQ). s^2 moves slowly (Adam changes log s^2 by at most ~lr per step),
             so its initial value *relative to the scale of the codes and encoder outputs* decides short-budget
             behaviour. With codebook_init="data" the codes have the encoder outputs' scale (per-dimension
@@ -135,6 +139,7 @@ class HQVAE(ModelMixin, ConfigMixin):
         share_codebook: bool = False,
         codebook_init_std: float = 1.0,
         codebook_init: Literal["random", "data"] = "random",
+        init_entropy_fraction: float | None = None,
         init_variance: float = 1.0,
         temperature_decay: float = 1e-5,
         min_temperature: float = 0.0,
@@ -166,6 +171,14 @@ class HQVAE(ModelMixin, ConfigMixin):
                 "progressive_coding (eq. 28/29) adds one decoder term per resolution; this model has a single "
                 "resolution, so it would change nothing"
             )
+        if init_entropy_fraction is not None:
+            if quantizer != "sq" or codebook_init != "data":
+                raise ValueError(
+                    "init_entropy_fraction calibrates SQ variances on the data-initialised codebook: it needs "
+                    f"quantizer='sq' and codebook_init='data', got {quantizer!r} and {codebook_init!r}"
+                )
+            if not 0.0 < init_entropy_fraction < 1.0:
+                raise ValueError(f"init_entropy_fraction must be in (0, 1), got {init_entropy_fraction}")
         if progressive_coding and quantizer != "sq":
             raise ValueError("progressive_coding is part of the HQ-VAE objective and needs quantizer='sq'")
         if not 0.0 <= min_temperature <= 1.0 or temperature_decay < 0:
@@ -323,7 +336,8 @@ class HQVAE(ModelMixin, ConfigMixin):
         group = self.quantizers[resolution]
         rows = _to_rows(target)
         if self.config.quantizer == "sq":
-            return group(rows, init, mode=mode, temperature=temperature, generator=generator)
+            fraction = self.config.init_entropy_fraction if init else None
+            return group(rows, init, fraction, mode=mode, temperature=temperature, generator=generator)
         return group(rows, init)
 
     def _infer(self, images, mode, temperature, generator):

@@ -399,6 +399,41 @@ class StochasticQuantizer(nn.Module):
     def get_codebook(self) -> Codebook:
         return self._shared[0] if hasattr(self, "_shared") else self.codebook
 
+    @torch.no_grad()
+    def calibrate_variance(self, z: torch.Tensor, entropy_fraction: float, iterations: int = 50) -> float:
+        """Sets s^2 so that the mean entropy of P-hat_{s^2}(z_i | z~_i) over the rows z (N, d) equals
+        ``entropy_fraction`` x log K, by bisection on log s^2 (the entropy grows monotonically with s^2).
+
+        An initialisation of s^2 relative to the actual spread of the encoder outputs and codes: the objective
+        is unchanged. A posterior that starts near uniform carries no information about z, so the decoder learns
+        to ignore the layer (posterior collapse); one that starts nearly hard is VQ with a latent term weighted
+        1 / (2 s^2), which pulls all inputs onto one code. Returns the new s^2.
+        """
+        if not 0.0 < entropy_fraction < 1.0:
+            raise ValueError(f"entropy_fraction must be in (0, 1), got {entropy_fraction}")
+        codebook = self.get_codebook().weight.detach().float()
+        z = z.detach().float()
+        distances = squared_distances(z, codebook)  # (N, K)
+        target = entropy_fraction * math.log(codebook.shape[0])
+
+        def mean_entropy(log_variance: float) -> float:
+            log_probs = torch.log_softmax(distances * (-0.5 * math.exp(-log_variance)), dim=-1)
+            return float(-(log_probs.exp() * log_probs).sum(-1).mean())
+
+        spread = float(distances.mean()) + 1e-30
+        low, high = math.log(spread) - 40.0, math.log(spread) + 10.0
+        for _ in range(iterations):
+            middle = 0.5 * (low + high)
+            if mean_entropy(middle) < target:
+                low = middle
+            else:
+                high = middle
+        log_variance = torch.tensor(0.5 * (low + high), device=z.device)
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            dist.broadcast(log_variance, src=0)
+        self.log_variance.data.fill_(float(log_variance))
+        return math.exp(float(log_variance))
+
     @property
     def variance(self) -> torch.Tensor:
         return self.log_variance.exp()
@@ -518,14 +553,24 @@ class ResidualQuantizer(nn.Module):
             layers.append(layer_cls(size, dim, codebook=shared, **quantizer_kwargs))
         return cls(layers)
 
-    def forward(self, target: torch.Tensor, init_codebooks: bool = False, **kwargs) -> list[QuantizerOutput]:
+    def forward(
+        self,
+        target: torch.Tensor,
+        init_codebooks: bool = False,
+        init_entropy_fraction: float | None = None,
+        **kwargs,
+    ) -> list[QuantizerOutput]:
         """``init_codebooks``: first set each layer's own codebook from the rows it quantizes (k-means,
-        ``Codebook.init_from_data``); a shared codebook is set once, from the first layer's input."""
+        ``Codebook.init_from_data``; a shared codebook is set once, from the first layer's input), and with
+        ``init_entropy_fraction`` calibrate each SQ layer's s^2 on the same rows
+        (``StochasticQuantizer.calibrate_variance``)."""
         outputs = []
         residual = target
         for layer in self.layers:
             if init_codebooks and not hasattr(layer, "_shared"):
                 layer.get_codebook().init_from_data(residual)
+            if init_codebooks and init_entropy_fraction is not None:
+                layer.calibrate_variance(residual, init_entropy_fraction)
             out = layer(residual, **kwargs)
             outputs.append(out)
             residual = residual - out.quantized

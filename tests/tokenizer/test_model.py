@@ -353,3 +353,17 @@ def test_rate_regime_matches_hand_computation():
     assert regime["kl_max"] == pytest.approx(kl_max)
     assert regime["half_dim"] == 128
     assert regime["rho"] == pytest.approx(128 / kl_max)
+
+
+def test_init_entropy_fraction_calibrates_every_sq_layer_at_the_first_training_forward():
+    model = make("rsqvae", codebook_init="data", init_entropy_fraction=0.5)
+    model.train()
+    out = model(images())
+    # the relaxed pass reports the entropy of P-hat at the calibrated s^2: half of log K in every layer
+    torch.testing.assert_close(out.entropy, torch.full((3,), 0.5 * math.log(8)), atol=1e-3, rtol=0)
+    with pytest.raises(ValueError, match="codebook_init='data'"):
+        make("sqvae2", init_entropy_fraction=0.5)
+    with pytest.raises(ValueError, match="quantizer='sq'"):
+        make("vqvae2", codebook_init="data", init_entropy_fraction=0.5)
+    with pytest.raises(ValueError, match=r"in \(0, 1\)"):
+        make("sqvae2", codebook_init="data", init_entropy_fraction=1.5)

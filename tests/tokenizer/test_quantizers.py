@@ -246,3 +246,17 @@ def test_residual_quantizer_data_init_sets_each_own_codebook_once():
     assert codes[1].abs().max() < codes[0].abs().max()  # the second layer fits the smaller residual
     group(z)  # without init_codebooks nothing is re-initialised
     assert all(torch.equal(a, layer.codebook.weight) for a, layer in zip(codes, group.layers))
+
+
+@pytest.mark.parametrize("fraction", [0.2, 0.5, 0.9])
+def test_calibrate_variance_hits_the_target_entropy(fraction):
+    torch.manual_seed(0)
+    layer = StochasticQuantizer(64, 8)
+    z = torch.randn(500, 8) * 1e-3  # outputs far smaller than the N(0, 1) codes: a fixed s^2 is meaningless
+    layer.get_codebook().init_from_data(z)
+    variance = layer.calibrate_variance(z, fraction)
+    assert variance == pytest.approx(layer.variance.item(), rel=1e-5)
+    entropy = layer(z, mode="argmax").entropy.mean().item()
+    assert entropy == pytest.approx(fraction * math.log(64), abs=1e-3)
+    with pytest.raises(ValueError, match="entropy_fraction"):
+        layer.calibrate_variance(z, 1.0)
