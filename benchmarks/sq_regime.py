@@ -9,14 +9,14 @@ photograph patches at 32x32 and 64x64, from ``benchmarks/photo_patches.py``), th
 the codebook size and a three-level hierarchy. Every cell trains the same architecture, data, optimiser (Adam
 lr 1e-3, betas (0.9, 0.9)), batch 32, step budget and seeds for each variant:
 
-- ``sq``: SQ-VAE-2, s^2 init ``--init-variance`` (0.03), tau = exp(-r t) decaying to ``--final-temperature``;
-- ``vq``: VQ-VAE-2 (eq. 7, beta 0.25, EMA 0.99);
+- ``sq``: SQ-VAE-2 with N(0, 1) codes and s^2 init 3; ``sq_data``: k-means codes from the first batch and s^2
+  init 0.03 (``docs/sq_vs_vq.md``); both with tau = exp(-r t) decaying to ``--final-temperature`` (0.3);
+- ``vq`` / ``vq_data``: VQ-VAE-2 (eq. 7, beta 0.25, EMA 0.99) with the same two codebook initialisations;
 - ``vq_reset``: VQ-VAE-2 + code reset (EMA count below 1), the strongest heuristic baseline.
 
-``--codebook-init`` (default ``data``: k-means of the first batch's encoder outputs) applies to every variant
-alike. Per cell the table gives the test RMSE (mean ± std over
-seeds), the ratios SQ / VQ and SQ / VQ + reset, per-layer perplexity and codes used, the measured test KL next to
-KL_max, and SQ's final s^2 and entropy. Results (``results.json``, ``results.md``, ``regime.png``: the ratios
+Per cell the table gives the ratios of mean test RMSE SQ / VQ at each initialisation and the better SQ over
+VQ + reset, then per variant the test RMSE (mean ± std over seeds), per-layer perplexity and codes used, the
+measured test KL next to KL_max, and SQ's final s^2 and entropy. Results (``results.json``, ``results.md``, ``regime.png``: the ratios
 against rho) land in ``runs/benchmarks/sq_regime_<steps>/``; a killed sweep resumes where it stopped.
 """
 
@@ -55,30 +55,28 @@ CELLS: dict[str, dict] = {
         data="photo", size=64, channels=3, layers=[1, 1, 1], codes=512, stem=2
     ),
 }
+VQ_EMA = {"quantizer": "vq", "commitment_cost": 0.25, "codebook_update": "ema", "ema_decay": 0.99}
 VARIANTS: dict[str, dict] = {
-    "sq": {"quantizer": "sq"},
-    "vq": {"quantizer": "vq", "commitment_cost": 0.25, "codebook_update": "ema", "ema_decay": 0.99},
-    "vq_reset": {
-        "quantizer": "vq",
-        "commitment_cost": 0.25,
-        "codebook_update": "ema",
-        "ema_decay": 0.99,
-        "dead_code_threshold": 1.0,
-    },
+    # SQ-VAE-2 as shipped before this benchmark: N(0, 1) codes, s^2 init 3
+    "sq": {"quantizer": "sq", "codebook_init": "random", "init_variance": 3.0},
+    # SQ-VAE-2 with k-means codes from the first batch and s^2 init 0.03 (docs/sq_vs_vq.md)
+    "sq_data": {"quantizer": "sq", "codebook_init": "data", "init_variance": 0.03},
+    "vq": {**VQ_EMA, "codebook_init": "random"},
+    "vq_data": {**VQ_EMA, "codebook_init": "data"},
+    "vq_reset": {**VQ_EMA, "codebook_init": "random", "dead_code_threshold": 1.0},
 }
 
 
-def cell_model(cell: dict, variant: str, common: dict, sq_overrides: dict) -> dict:
+def cell_model(cell: dict, variant: str, sq_overrides: dict) -> dict:
     model = {
         **SMALL,
         "in_channels": cell["channels"],
         "num_stem_downsamples": cell["stem"],
         "layers_per_resolution": cell["layers"],
         "codebook_sizes": cell["codes"],
-        **common,
         **VARIANTS[variant],
     }
-    if variant == "sq":
+    if model["quantizer"] == "sq":
         model.update(sq_overrides)
     return model
 
@@ -92,7 +90,7 @@ def cell_data(cell: dict, data_root: Path, fashion_mnist_path: str | None = None
 
 def regime(cell: dict) -> dict:
     """rho and KL_max of a cell, from the model's own shapes (``HQVAE.rate_regime``)."""
-    model = HQVAE(**cell_model(cell, "sq", {}, {}))
+    model = HQVAE(**cell_model(cell, "sq", {}))
     return model.rate_regime(cell["size"], cell["size"])
 
 
@@ -103,7 +101,6 @@ def run(
     seeds: list[int],
     out_root: Path,
     sq_overrides: dict,
-    common: dict,
     data_root: Path,
     fashion_mnist_path: str | None = None,
 ) -> list[dict]:
@@ -114,7 +111,7 @@ def run(
             cell = CELLS[name]
             data = cell_data(cell, data_root, fashion_mnist_path)
             for variant in variants:
-                model = cell_model(cell, variant, common, sq_overrides)
+                model = cell_model(cell, variant, sq_overrides)
                 run_dir = out_root / name / (variant if seed == 0 else f"{variant}_seed{seed}")
                 result = train_or_read(model, data, steps, seed, run_dir)
                 rows.append(
@@ -128,23 +125,34 @@ def _mean(rows: list[dict], key: str) -> float:
     return statistics.mean(r[key] for r in rows)
 
 
+RATIOS = {  # name -> (SQ variants, the best of which is compared; VQ twin)
+    "sq / vq (N(0,1) codes)": (("sq",), "vq"),
+    "sq_data / vq_data (k-means codes)": (("sq_data",), "vq_data"),
+    "best SQ / vq_reset": (("sq", "sq_data"), "vq_reset"),
+}
+
+
 def summary(rows: list[dict]) -> list[dict]:
-    """One entry per cell: rho and the RMSE ratios of SQ to each VQ twin over the seeds both have."""
+    """One entry per cell: rho, KL_max and the RMSE ratios of ``RATIOS`` (means over the seeds all runs share)."""
     out = []
     for cell in dict.fromkeys(r["cell"] for r in rows):
         group = [r for r in rows if r["cell"] == cell]
-        by_variant = {
-            v: [r for r in group if r["variant"] == v] for v in dict.fromkeys(r["variant"] for r in group)
-        }
-        entry = {"cell": cell, "rho": group[0]["rho"], "kl_max": group[0]["kl_max"]}
-        for twin in ("vq", "vq_reset"):
-            if "sq" in by_variant and twin in by_variant:
-                seeds = {r["seed"] for r in by_variant["sq"]} & {r["seed"] for r in by_variant[twin]}
-                if seeds:
-                    sq = [r["rmse"] for r in by_variant["sq"] if r["seed"] in seeds]
-                    vq = [r["rmse"] for r in by_variant[twin] if r["seed"] in seeds]
-                    entry[f"sq_over_{twin}"] = statistics.mean(sq) / statistics.mean(vq)
-                    entry[f"seeds_{twin}"] = len(seeds)
+        entry = {"cell": cell, "rho": group[0]["rho"], "kl_max": group[0]["kl_max"], "ratios": {}}
+        for name, (sq_variants, twin) in RATIOS.items():
+            present = [v for v in (*sq_variants, twin) if any(r["variant"] == v for r in group)]
+            if twin not in present or len(present) < 2:
+                continue
+            seeds = set.intersection(*({r["seed"] for r in group if r["variant"] == v} for v in present))
+            if not seeds:
+                continue
+
+            def mean_rmse(variant, seeds=seeds, group=group):
+                return statistics.mean(
+                    r["rmse"] for r in group if r["variant"] == variant and r["seed"] in seeds
+                )
+
+            best_sq = min(mean_rmse(v) for v in present if v != twin)
+            entry["ratios"][name] = (best_sq / mean_rmse(twin), len(seeds))
         out.append(entry)
     return out
 
@@ -162,16 +170,11 @@ def to_markdown(rows: list[dict], steps: int) -> str:
     )
     ratio_rows, detail_rows = [], []
     for e in summary(rows):
-        ratio_rows.append(
-            [
-                e["cell"],
-                f"{e['rho']:.2f}",
-                f"{e['kl_max']:.0f}",
-                f"{e['sq_over_vq']:.3f}" if "sq_over_vq" in e else "-",
-                f"{e['sq_over_vq_reset']:.3f}" if "sq_over_vq_reset" in e else "-",
-                str(max(e.get("seeds_vq", 0), e.get("seeds_vq_reset", 0))),
-            ]
-        )
+        cells = []
+        for name in RATIOS:
+            ratio = e["ratios"].get(name)
+            cells.append("-" if ratio is None else f"{ratio[0]:.3f} ({ratio[1]} seeds)")
+        ratio_rows.append([e["cell"], f"{e['rho']:.2f}", f"{e['kl_max']:.0f}", *cells])
     for cell in dict.fromkeys(r["cell"] for r in rows):
         for variant in dict.fromkeys(r["variant"] for r in rows if r["cell"] == cell):
             group = [r for r in rows if r["cell"] == cell and r["variant"] == variant]
@@ -186,13 +189,13 @@ def to_markdown(rows: list[dict], steps: int) -> str:
                     _fmt([statistics.mean(r["perplexity"][i] for r in group) for i in layers], 1),
                     _fmt([min(r["codes_used"][i] for r in group) for i in layers]),
                     _fmt([statistics.mean(r["kl_nats"][i] for r in group) for i in layers], 0)
-                    if variant == "sq" and kl
+                    if VARIANTS.get(variant, {}).get("quantizer") == "sq" and kl
                     else "-",
                     _fmt(group[0]["variance_start_end"][1], 3) if "variance_start_end" in group[0] else "-",
                     _fmt(group[0]["entropy_start_end"][1]) if "entropy_start_end" in group[0] else "-",
                 ]
             )
-    ratio_columns = ["cell", "rho", "KL_max (nats)", "SQ / VQ", "SQ / VQ+reset", "seeds"]
+    ratio_columns = ["cell", "rho", "KL_max (nats)", *RATIOS]
     detail_columns = [
         "cell",
         "variant",
@@ -214,11 +217,11 @@ def plot(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     entries = summary(rows)
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    for twin, marker in (("vq", "o"), ("vq_reset", "s")):
-        points = sorted((e["rho"], e[f"sq_over_{twin}"]) for e in entries if f"sq_over_{twin}" in e)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, marker in zip(RATIOS, "osD"):
+        points = sorted((e["rho"], e["ratios"][name][0]) for e in entries if name in e["ratios"])
         if points:
-            ax.plot(*zip(*points), marker=marker, label=f"SQ-VAE-2 / {twin.replace('_', ' + ')}")
+            ax.plot(*zip(*points), marker=marker, ls="none", label=name)
     ax.axhline(1.0, color="gray", lw=0.8, ls="--")
     ax.set_xscale("log")
     ax.set_xlabel("rho = (D/2) / KL_max")
@@ -235,29 +238,12 @@ def main(argv=None):
     parser.add_argument("--cells", nargs="+", default=list(CELLS), choices=list(CELLS))
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument(
-        "--init-variance", type=float, default=0.03, help="SQ s^2 at initialisation (0.03 suits data init)"
-    )
     parser.add_argument("--final-temperature", type=float, default=0.3, help="tau at the last step")
-    parser.add_argument(
-        "--codebook-init", choices=["random", "data"], default="data", help="every variant alike (SQ and VQ)"
-    )
-    parser.add_argument(
-        "--init-entropy-fraction",
-        type=float,
-        default=None,
-        help="SQ with data codebook init: calibrate s^2 so the first batch's posterior entropy is this x log K",
-    )
     parser.add_argument("--output", type=Path, default=None)
     parser.add_argument("--data-root", type=Path, default=Path("runs/data"), help="photo patch sets")
     parser.add_argument("--fashion-mnist-path", default=None, help="idx files (default: Debian's)")
     args = parser.parse_args(argv)
-    sq_overrides = {
-        "init_variance": args.init_variance,
-        "temperature_decay": -math.log(args.final_temperature) / args.steps,
-    }
-    if args.init_entropy_fraction is not None:
-        sq_overrides["init_entropy_fraction"] = args.init_entropy_fraction
+    sq_overrides = {"temperature_decay": -math.log(args.final_temperature) / args.steps}
     out_root = args.output or Path("runs/benchmarks") / f"sq_regime_{args.steps}"
     out_root.mkdir(parents=True, exist_ok=True)
     rows = run(
@@ -267,7 +253,6 @@ def main(argv=None):
         args.seeds,
         out_root,
         sq_overrides,
-        {"codebook_init": args.codebook_init},
         args.data_root,
         args.fashion_mnist_path,
     )

@@ -88,8 +88,8 @@ def test_photo_patches_build_writes_an_arrow_dataset(tmp_path, monkeypatch):
 
 def test_sq_regime_runs_a_cell_and_writes_its_table_and_plot(idx_dataset, tmp_path, capsys):
     cell = "fmnist32_4x4+8x8_k64"
-    args = ["--steps", "2", "--cells", cell, "--variants", "sq", "vq", "--output", str(tmp_path)]
-    args += ["--fashion-mnist-path", str(idx_dataset), "--codebook-init", "data", "--init-variance", "0.03"]
+    args = ["--steps", "2", "--cells", cell, "--variants", "sq_data", "vq_data", "--output", str(tmp_path)]
+    args += ["--fashion-mnist-path", str(idx_dataset)]
     sq_regime.FASHION_MNIST["validation_size"] = 16
     try:
         sq_regime.main(args)
@@ -97,7 +97,9 @@ def test_sq_regime_runs_a_cell_and_writes_its_table_and_plot(idx_dataset, tmp_pa
         sq_regime.FASHION_MNIST["validation_size"] = 5000
     table = (tmp_path / "results.md").read_text()
     assert f"| {cell} | 1.54 |" in table  # rho = 512 / (16 ln 64 + 64 ln 64)
-    assert "| sq |" in table and "| vq |" in table
+    assert "| sq_data |" in table and "| vq_data |" in table
+    assert "(1 seeds)" in table  # the sq_data / vq_data ratio is filled, the others are not
+
     assert (tmp_path / "regime.png").stat().st_size > 0
     rows = json.loads((tmp_path / "results.json").read_text())
     assert rows[0]["model"]["codebook_init"] == "data" and rows[0]["kl_nats"]
