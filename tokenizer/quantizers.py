@@ -150,7 +150,8 @@ class Codebook(nn.Module):
         z = z.detach().float().reshape(-1, self.dim)
         if z.shape[0] < 2:
             raise ValueError(f"cannot initialise a codebook from {z.shape[0]} row(s); need at least 2")
-        centroids = _kmeans(z, self.codebook_size, iterations)
+        with _fp32_no_autocast(z.device):  # distances in fp32 even under a bf16 autocast
+            centroids = _kmeans(z, self.codebook_size, iterations)
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             dist.broadcast(centroids, src=0)
         self.weight.data.copy_(centroids.to(self.weight.dtype))
@@ -413,7 +414,8 @@ class StochasticQuantizer(nn.Module):
             raise ValueError(f"entropy_fraction must be in (0, 1), got {entropy_fraction}")
         codebook = self.get_codebook().weight.detach().float()
         z = z.detach().float()
-        distances = squared_distances(z, codebook)  # (N, K)
+        with _fp32_no_autocast(z.device):
+            distances = squared_distances(z, codebook)  # (N, K)
         target = entropy_fraction * math.log(codebook.shape[0])
 
         def mean_entropy(log_variance: float) -> float:

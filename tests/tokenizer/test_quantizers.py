@@ -260,3 +260,15 @@ def test_calibrate_variance_hits_the_target_entropy(fraction):
     assert entropy == pytest.approx(fraction * math.log(64), abs=1e-3)
     with pytest.raises(ValueError, match="entropy_fraction"):
         layer.calibrate_variance(z, 1.0)
+
+
+def test_codebook_init_from_data_stays_fp32_under_autocast():
+    torch.manual_seed(0)
+    # four tight clusters 0.1 apart, far from the origin: bf16 distances (|z|^2 ~ 400, ulp 2) cannot tell them apart
+    centres = 10 + 0.1 * torch.randn(4, 4)
+    z = centres.repeat_interleave(32, 0) + 1e-4 * torch.randn(128, 4)
+    codebook = Codebook(4, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        codebook.init_from_data(z)
+    assert codebook.weight.dtype == torch.float32
+    assert torch.cdist(centres, codebook.weight.detach()).min(-1).values.max() < 0.01
