@@ -75,6 +75,17 @@ class QuantizerOutput:
     entropy: torch.Tensor
 
 
+def _nearest_index(z: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    """Index of the nearest of ``codes`` (K, d) for each row of z (N, d), in chunks of bounded memory."""
+    step = _rows_per_chunk(codes.shape[0])
+    return torch.cat([squared_distances(c, codes).argmin(-1) for c in z.split(step)])
+
+
+# k-means initialisation fits at most this many rows per code (a random subset of the batch): enough for the
+# centroids, and it bounds the cost of k-means++ seeding (K sequential passes over the rows) on large batches.
+_KMEANS_ROWS_PER_CODE = 16
+
+
 def _kmeans(z: torch.Tensor, num_codes: int, iterations: int) -> torch.Tensor:
     """Lloyd's k-means of rows z (N, d), seeded by k-means++ (D^2 sampling from the global RNG). With N < K,
     rows are repeated with a 1 % jitter so that all K codes are distinct."""
@@ -82,6 +93,9 @@ def _kmeans(z: torch.Tensor, num_codes: int, iterations: int) -> torch.Tensor:
     if num_rows < num_codes:
         centroids = z[torch.randint(0, num_rows, (num_codes,), device=z.device)].clone()
         return centroids + 0.01 * z.std(0, unbiased=False).clamp_min(1e-12) * torch.randn_like(centroids)
+    if num_rows > _KMEANS_ROWS_PER_CODE * num_codes:
+        z = z[torch.randperm(num_rows, device=z.device)[: _KMEANS_ROWS_PER_CODE * num_codes]]
+        num_rows = z.shape[0]
     chosen = [int(torch.randint(0, num_rows, ()))]
     nearest = squared_distances(z, z[chosen[-1]].unsqueeze(0)).squeeze(-1)  # (N,) to the closest seed
     for _ in range(num_codes - 1):
@@ -93,7 +107,7 @@ def _kmeans(z: torch.Tensor, num_codes: int, iterations: int) -> torch.Tensor:
         nearest = torch.minimum(nearest, squared_distances(z, z[index].unsqueeze(0)).squeeze(-1))
     centroids = z[torch.tensor(chosen, device=z.device)].clone()
     for _ in range(iterations):
-        assignment = squared_distances(z, centroids).argmin(-1)
+        assignment = _nearest_index(z, centroids)
         counts = torch.bincount(assignment, minlength=num_codes).float()
         sums = torch.zeros_like(centroids).index_add_(0, assignment, z)
         used = counts > 0
@@ -141,11 +155,10 @@ class Codebook(nn.Module):
         """Data-dependent initialisation: the codes become k-means centroids of the rows z (N, d).
 
         Seeds with k-means++ (rows drawn with replacement, plus a small jitter, when N < K) and runs
-        ``iterations`` Lloyd steps; a centroid that loses all its rows keeps its position. It changes where the
-        codes start, not the objective, so it is within both the VQ and the SQ frameworks (lucidrains'
-        ``kmeans_init`` does the same for VQ). Under DDP rank 0's result is broadcast. EMA statistics restart
-        from the new codes (one pseudo-observation each).
-
+        ``iterations`` Lloyd steps on at most 16 K random rows; a centroid that loses all its rows keeps its
+        position. It changes where the codes start, not the objective, so it is within both the VQ and the SQ
+        frameworks (lucidrains' ``kmeans_init`` does the same for VQ). Under DDP rank 0's result is broadcast.
+        EMA statistics restart from the new codes (one pseudo-observation each).
         """
         z = z.detach().float().reshape(-1, self.dim)
         if z.shape[0] < 2:
@@ -167,10 +180,7 @@ class Codebook(nn.Module):
     def nearest(self, z: torch.Tensor) -> torch.Tensor:
         """Index of the nearest code for each row of z (N, d), computed in chunks."""
         with _fp32_no_autocast(z.device):
-            z = z.float()
-            codebook = self.weight.float()
-            step = _rows_per_chunk(self.codebook_size)
-            return torch.cat([squared_distances(c, codebook).argmin(-1) for c in z.split(step)])
+            return _nearest_index(z.float(), self.weight.float())
 
     @torch.no_grad()
     def ema_update(self, z: torch.Tensor, indices: torch.Tensor) -> None:
@@ -365,6 +375,9 @@ def stochastic_quantize_reference(
     return weights @ codebook, indices, entropy
 
 
+_CALIBRATION_ROWS = 4096
+
+
 class StochasticQuantizer(nn.Module):
     """Stochastic quantization with a learnable dequantization variance s^2 (eq. 2).
 
@@ -414,6 +427,8 @@ class StochasticQuantizer(nn.Module):
             raise ValueError(f"entropy_fraction must be in (0, 1), got {entropy_fraction}")
         codebook = self.get_codebook().weight.detach().float()
         z = z.detach().float()
+        if z.shape[0] > _CALIBRATION_ROWS:  # a mean entropy needs few rows; keeps the (N, K) block small
+            z = z[torch.randperm(z.shape[0], device=z.device)[:_CALIBRATION_ROWS]]
         with _fp32_no_autocast(z.device):
             distances = squared_distances(z, codebook)  # (N, K)
         target = entropy_fraction * math.log(codebook.shape[0])
