@@ -162,7 +162,6 @@ class HQVAE(ModelMixin, ConfigMixin):
             layers_per_resolution,
             codebook_sizes,
             quantizer,
-            codebook_init,
             residual_objective,
             decoder_variance,
         )
@@ -171,6 +170,8 @@ class HQVAE(ModelMixin, ConfigMixin):
                 "progressive_coding (eq. 28/29) adds one decoder term per resolution; this model has a single "
                 "resolution, so it would change nothing"
             )
+        if codebook_init not in ("random", "data"):
+            raise ValueError(f"codebook_init must be 'random' or 'data', got {codebook_init!r}")
         if init_entropy_fraction is not None:
             if quantizer != "sq" or codebook_init != "data":
                 raise ValueError(
@@ -244,13 +245,7 @@ class HQVAE(ModelMixin, ConfigMixin):
 
     @staticmethod
     def _validate_arguments(
-        in_channels,
-        layers_per_resolution,
-        codebook_sizes,
-        quantizer,
-        codebook_init,
-        residual_objective,
-        decoder_variance,
+        in_channels, layers_per_resolution, codebook_sizes, quantizer, residual_objective, decoder_variance
     ):
         if in_channels < 1:
             raise ValueError(f"in_channels must be >= 1, got {in_channels}")
@@ -265,8 +260,6 @@ class HQVAE(ModelMixin, ConfigMixin):
             )
         if quantizer not in ("sq", "vq"):
             raise ValueError(f"quantizer must be 'sq' or 'vq', got {quantizer!r}")
-        if codebook_init not in ("random", "data"):
-            raise ValueError(f"codebook_init must be 'random' or 'data', got {codebook_init!r}")
         if residual_objective not in ("summed", "per_layer"):
             raise ValueError(
                 f"residual_objective must be 'summed' or 'per_layer', got {residual_objective!r}"
