@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 from pathlib import Path
 
@@ -67,8 +66,8 @@ VARIANTS: dict[str, dict] = {
 }
 
 
-def cell_model(cell: dict, variant: str, sq_overrides: dict) -> dict:
-    model = {
+def cell_model(cell: dict, variant: str) -> dict:
+    return {
         **SMALL,
         "in_channels": cell["channels"],
         "num_stem_downsamples": cell["stem"],
@@ -76,9 +75,6 @@ def cell_model(cell: dict, variant: str, sq_overrides: dict) -> dict:
         "codebook_sizes": cell["codes"],
         **VARIANTS[variant],
     }
-    if model["quantizer"] == "sq":
-        model.update(sq_overrides)
-    return model
 
 
 def cell_data(cell: dict, data_root: Path, fashion_mnist_path: str | None = None) -> dict:
@@ -90,7 +86,7 @@ def cell_data(cell: dict, data_root: Path, fashion_mnist_path: str | None = None
 
 def regime(cell: dict) -> dict:
     """rho and KL_max of a cell, from the model's own shapes (``HQVAE.rate_regime``)."""
-    model = HQVAE(**cell_model(cell, "sq", {}))
+    model = HQVAE(**cell_model(cell, "sq"))
     return model.rate_regime(cell["size"], cell["size"])
 
 
@@ -100,7 +96,7 @@ def run(
     steps: int,
     seeds: list[int],
     out_root: Path,
-    sq_overrides: dict,
+    final_temperature: float,
     data_root: Path,
     fashion_mnist_path: str | None = None,
 ) -> list[dict]:
@@ -111,9 +107,9 @@ def run(
             cell = CELLS[name]
             data = cell_data(cell, data_root, fashion_mnist_path)
             for variant in variants:
-                model = cell_model(cell, variant, sq_overrides)
+                model = cell_model(cell, variant)
                 run_dir = out_root / name / (variant if seed == 0 else f"{variant}_seed{seed}")
-                result = train_or_read(model, data, steps, seed, run_dir)
+                result = train_or_read(model, data, steps, seed, run_dir, final_temperature)
                 rows.append(
                     {"cell": name, "variant": variant, "seed": seed, "model": model, **regime(cell), **result}
                 )
@@ -243,7 +239,6 @@ def main(argv=None):
     parser.add_argument("--data-root", type=Path, default=Path("runs/data"), help="photo patch sets")
     parser.add_argument("--fashion-mnist-path", default=None, help="idx files (default: Debian's)")
     args = parser.parse_args(argv)
-    sq_overrides = {"temperature_decay": -math.log(args.final_temperature) / args.steps}
     out_root = args.output or Path("runs/benchmarks") / f"sq_regime_{args.steps}"
     out_root.mkdir(parents=True, exist_ok=True)
     rows = run(
@@ -252,7 +247,7 @@ def main(argv=None):
         args.steps,
         args.seeds,
         out_root,
-        sq_overrides,
+        args.final_temperature,
         args.data_root,
         args.fashion_mnist_path,
     )

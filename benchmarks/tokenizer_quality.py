@@ -17,13 +17,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 from pathlib import Path
 
 from tokenizer.config import from_dict
-from tokenizer.train import TrainConfig, train
-from tokenizer.training_utils import CheckpointManager
+from tokenizer.train import TokenizerTrainer, TrainConfig
 
 # Injected layout: (4^2, 512), (8^2, 512), as the reference VQ-VAE-2 measurement. Residual layout: 8^2 x 4
 # layers of K = 64 (Figure 3a sweeps K = 16..256 at L = 4).
@@ -61,32 +59,31 @@ def _fmt(values, digits=2) -> str:
     return ", ".join(f"{v:.{digits}f}" if isinstance(v, float) else str(v) for v in values)
 
 
-def train_or_read(model: dict, data: dict, steps: int, seed: int, run_dir: Path) -> dict:
+def train_or_read(
+    model: dict, data: dict, steps: int, seed: int, run_dir: Path, final_temperature: float | None = 0.3
+) -> dict:
     """Trains one tokenizer (batch 32, Adam lr 1e-3 with the trainer's betas), resumes an unfinished run from
     its checkpoint, or reads a finished run's ``metrics.json`` back; returns the metrics (+ s^2 and entropy
-    start -> end for SQ)."""
-    metrics_path = run_dir / "metrics.json"
-    if metrics_path.exists():  # finished earlier (a killed sweep goes on where it stopped)
-        result = json.loads(metrics_path.read_text())
-    else:
-        config = from_dict(
-            TrainConfig,
-            {
-                "model": model,
-                "data": {"batch_size": 32, "eval_batch_size": 500, **data},
-                "optimizer": {"learning_rate": 1e-3, "max_steps": steps},
-                "output_dir": str(run_dir),
-                "seed": seed,
-                "logging": {
-                    "log_every": max(1, steps // 20),
-                    "validate_every": steps,
-                    "checkpoint_every": max(1, steps // 3),
-                    "tensorboard": False,
-                },
+    start -> end for SQ). tau ends at ``final_temperature`` unless ``model`` sets ``temperature_decay``."""
+    if "temperature_decay" in model:
+        final_temperature = None
+    config = from_dict(
+        TrainConfig,
+        {
+            "model": model,
+            "data": {"batch_size": 32, "eval_batch_size": 500, **data},
+            "optimizer": {"learning_rate": 1e-3, "max_steps": steps, "final_temperature": final_temperature},
+            "output_dir": str(run_dir),
+            "seed": seed,
+            "logging": {
+                "log_every": max(1, steps // 20),
+                "validate_every": steps,
+                "checkpoint_every": max(1, steps // 3),
+                "tensorboard": False,
             },
-        )
-        resume = "latest" if CheckpointManager(run_dir / "checkpoints").latest() is not None else None
-        result = train(config, resume)
+        },
+    )
+    result = TokenizerTrainer.train_or_resume(config)
     if model.get("quantizer", "sq") == "sq":
         result["variance_start_end"] = _trajectory(run_dir / "history.jsonl", "variances")
         result["entropy_start_end"] = _trajectory(run_dir / "history.jsonl", "entropy")
@@ -102,6 +99,7 @@ def run_one(
     data_path: str | None = None,
     validation_size: int = 5000,
     common: dict | None = None,
+    final_temperature: float = 0.3,
 ) -> dict:
     """One variant at one seed on Fashion-MNIST; returns its row. ``common``: model arguments given to every
     variant alike (e.g. ``codebook_init``), SQ and VQ."""
@@ -109,7 +107,12 @@ def run_one(
     if model.get("quantizer") == "sq":
         model.update({k: v for k, v in sq_overrides.items() if k not in VARIANTS[name]})
     data = {"path": data_path, "validation_size": validation_size}
-    return {"variant": name, "seed": seed, "model": model, **train_or_read(model, data, steps, seed, run_dir)}
+    return {
+        "variant": name,
+        "seed": seed,
+        "model": model,
+        **train_or_read(model, data, steps, seed, run_dir, final_temperature),
+    }
 
 
 def run(
@@ -121,13 +124,26 @@ def run(
     data_path: str | None = None,
     validation_size: int = 5000,
     common: dict | None = None,
+    final_temperature: float = 0.3,
 ) -> list[dict]:
     """Every variant at every seed (seed-major, so a partial sweep already covers all variants once)."""
     rows = []
     for seed in seeds:
         for name in variants:
             run_dir = out_root / (name if seed == 0 else f"{name}_seed{seed}")
-            rows.append(run_one(name, steps, sq_overrides, seed, run_dir, data_path, validation_size, common))
+            rows.append(
+                run_one(
+                    name,
+                    steps,
+                    sq_overrides,
+                    seed,
+                    run_dir,
+                    data_path,
+                    validation_size,
+                    common,
+                    final_temperature,
+                )
+            )
             (out_root / "results.json").write_text(json.dumps(rows, indent=2))
     return rows
 
@@ -202,7 +218,7 @@ def main(argv=None):
         "--final-temperature",
         type=float,
         default=0.3,
-        help="set the SQ decay r so that tau reaches this value at the last step (r = -ln(tau) / steps)",
+        help="tau at the last step (optimizer.final_temperature: r = -ln(tau) / steps)",
     )
     parser.add_argument(
         "--codebook-init",
@@ -222,10 +238,7 @@ def main(argv=None):
         "--data-path", default=None, help="folder with Fashion-MNIST idx files (default: Debian's)"
     )
     args = parser.parse_args(argv)
-    sq_overrides = {
-        "init_variance": args.init_variance,
-        "temperature_decay": -math.log(args.final_temperature) / args.steps,
-    }
+    sq_overrides = {"init_variance": args.init_variance}
     if args.init_entropy_fraction is not None:
         sq_overrides["init_entropy_fraction"] = args.init_entropy_fraction
     suffix = "" if args.codebook_init == "random" else f"_{args.codebook_init}_init"
@@ -240,6 +253,7 @@ def main(argv=None):
         args.data_path,
         args.validation_size,
         {"codebook_init": args.codebook_init},
+        args.final_temperature,
     )
     table = to_markdown(rows, args.steps)
     (out_root / "results.md").write_text(table)

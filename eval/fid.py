@@ -28,11 +28,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from eval.inception import FEATURES, LOGITS, InceptionFeatures, cache_dir, resolve_inception_weights
+from tokenizer.data import dataset_split, load_data_config
 
 logger = logging.getLogger("eval.fid")
 
@@ -95,25 +95,6 @@ def extract_features(
                 logits.append(out[LOGITS])
             progress.update(images.shape[0])
     return torch.cat(features), (torch.cat(logits) if logits else None)
-
-
-def load_data_config(path: str | Path):
-    """DataConfig from a YAML with a ``data:`` section (a tokenizer config or a run's config.yaml)."""
-    from tokenizer.config import from_dict
-    from tokenizer.train import DataConfig
-
-    return from_dict(DataConfig, yaml.safe_load(Path(path).read_text()).get("data", {}), "data")
-
-
-def dataset_split(data_config, split: str, channels: int):
-    from tokenizer.train import build_datasets
-
-    datasets = dict(zip(("train", "validation", "test"), build_datasets(data_config, channels)))
-    if datasets.get(split) is None:
-        raise ValueError(
-            f"split {split!r} is not available; choose from {[k for k, v in datasets.items() if v]}"
-        )
-    return datasets[split]
 
 
 def float_batches(dataset, indices, batch_size: int):
@@ -306,11 +287,10 @@ def run_generation(args, extractor, weights) -> dict:
 
 
 def run_reconstruction(args, extractor, weights) -> dict:
-    from prior.extract import resolve_tokenizer
     from tokenizer.model import HQVAE
+    from tokenizer.runs import tokenizer_and_data
 
-    model_dir, run_config = resolve_tokenizer(args.tokenizer, args.weights)
-    data = load_data_config(args.data_config or run_config)
+    model_dir, data = tokenizer_and_data(args.tokenizer, args.weights, args.data_config)
     model = HQVAE.from_pretrained(model_dir).eval()
     dataset = dataset_split(data, args.split, model.config.in_channels)
     count = len(dataset) if args.max_reference is None else min(args.max_reference, len(dataset))

@@ -27,6 +27,17 @@ logger = logging.getLogger("eval.rate_distortion")
 METRICS = ("rmse", "ssim", "lpips")
 
 
+def layout_model(model_kwargs: dict):
+    """The run's ``HQVAE`` built on the meta device (no memory, no weights): its own latent shapes, codebook
+    sizes and defaults, never re-derived here."""
+    import torch
+
+    from tokenizer.model import HQVAE
+
+    with torch.device("meta"):
+        return HQVAE(**model_kwargs)
+
+
 def describe_run(run: Path) -> dict:
     """One row of the table from a finished tokenizer run."""
     config = yaml.safe_load((run / "config.yaml").read_text())
@@ -34,31 +45,27 @@ def describe_run(run: Path) -> dict:
     if not metrics_path.exists():
         raise FileNotFoundError(f"{run} has no metrics.json (unfinished run?)")
     metrics = json.loads(metrics_path.read_text())
-    model = config["model"]
-    layers = list(model.get("layers_per_resolution", [1, 1]))
-    num_layers = sum(layers)
-    sizes = model.get("codebook_sizes", 512)
-    sizes = [sizes] * num_layers if isinstance(sizes, int) else list(sizes)
+    model = layout_model(config["model"])
+    layers = list(model.config.layers_per_resolution)
+    sizes = list(model.codebook_sizes)
     image_size = config.get("data", {}).get("image_size", 32)
-    factor = 2 ** (model.get("num_stem_downsamples", 2) + len(layers) - 1)
-    top = image_size // factor
-    shapes = [(top * 2**r) ** 2 for r, count in enumerate(layers) for _ in range(count)]
-    quantizer = model.get("quantizer", "sq")
+    shapes = [h * w for h, w in model.latent_shapes(image_size, image_size)]
+    quantizer = model.config.quantizer
     family = {
         ("sq", True): "SQ-VAE-2" if len(layers) > 1 else "SQ-VAE",
         ("sq", False): "RSQ-VAE",
         ("vq", True): "VQ-VAE-2" if len(layers) > 1 else "VQ-VAE",
         ("vq", False): "RQ-VAE",
     }[(quantizer, all(c == 1 for c in layers))]
-    if model.get("share_codebook"):
+    if model.config.share_codebook:
         family += " (shared)"
-    if quantizer == "vq" and model.get("dead_code_threshold", 0) > 0:
+    if quantizer == "vq" and model.config.dead_code_threshold > 0:
         family += " + reset"
     return {
         "run": str(run),
         "family": family,
         "codebook_size": sizes[0] if len(set(sizes)) == 1 else sizes,
-        "layers": num_layers,
+        "layers": sum(layers),
         "bits_per_image": sum(n * math.log2(k) for n, k in zip(shapes, sizes)),
         "steps": metrics.get("steps"),
         **{m: metrics.get(m) for m in METRICS},
@@ -120,7 +127,8 @@ def write_outputs(rows: list[dict], output: Path) -> None:
 
 def sweep(config: str, output: Path, codebook_sizes=None, layers=None, overrides=()) -> list[dict]:
     """Trains one run per value (skipping finished ones, resuming killed ones) and returns the rows."""
-    from tokenizer.train import main as train_main
+    from tokenizer.config import load_config
+    from tokenizer.train import TokenizerTrainer, TrainConfig
 
     if bool(codebook_sizes) == bool(layers):
         raise ValueError("give exactly one of --codebook-sizes and --layers")
@@ -133,9 +141,9 @@ def sweep(config: str, output: Path, codebook_sizes=None, layers=None, overrides
             if codebook_sizes
             else [f"model.layers_per_resolution=[{value}]"]
         )
-        if not (run / "metrics.json").exists():
-            resume = ["--resume", "latest"] if (run / "checkpoints" / "latest").exists() else []
-            train_main(["--config", config, f"output_dir={run}", *change, *overrides, *resume])
+        TokenizerTrainer.train_or_resume(
+            load_config(TrainConfig, config, [f"output_dir={run}", *change, *overrides])
+        )
         rows.append(describe_run(run))
     return rows
 

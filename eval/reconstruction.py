@@ -30,20 +30,13 @@ def evaluate_tokenizer(
     lpips: bool = True,
     vgg16_path: str | None = None,
 ) -> dict:
-    from eval.fid import dataset_split, load_data_config
-    from prior.extract import resolve_tokenizer
-    from tokenizer.data import collate_images
+    from tokenizer.data import collate_images, dataset_split
     from tokenizer.losses import PerceptualLoss
     from tokenizer.metrics import evaluate_reconstruction
     from tokenizer.model import HQVAE
+    from tokenizer.runs import tokenizer_and_data
 
-    model_dir, run_config = resolve_tokenizer(tokenizer, weights)
-    config_file = data_config or run_config
-    if config_file is None:
-        raise ValueError(
-            f"{tokenizer} is a bare model folder: pass --data-config (a YAML with a data: section)"
-        )
-    data = load_data_config(config_file)
+    model_dir, data = tokenizer_and_data(tokenizer, weights, data_config)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = HQVAE.from_pretrained(model_dir).to(device).eval()
     dataset = dataset_split(data, split, model.config.in_channels)

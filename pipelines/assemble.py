@@ -17,11 +17,11 @@ import logging
 from pathlib import Path
 
 from pipelines.pipeline_hqvae import HQVAEPipeline
-from prior.extract import resolve_tokenizer
 from prior.masked import MaskedPriorStack, MaskedTokenTransformer
 from prior.rq_transformer import RQTransformer
 from prior.scheduler import MaskedTokenScheduler
 from tokenizer.model import HQVAE
+from tokenizer.runs import resolve_tokenizer
 
 logger = logging.getLogger("pipelines.assemble")
 

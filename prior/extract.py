@@ -19,15 +19,14 @@ import logging
 from pathlib import Path
 
 import torch
-import yaml
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from prior.codes import META_FORMAT, META_VERSION, code_dtype, shard_path, write_shard
-from tokenizer.config import from_dict, to_dict
-from tokenizer.data import collate_images
+from tokenizer.config import to_dict
+from tokenizer.data import SPLITS, DataConfig, build_datasets, collate_images
 from tokenizer.model import HQVAE
-from tokenizer.train import DataConfig, build_datasets
+from tokenizer.runs import tokenizer_and_data
 
 logger = logging.getLogger("prior.extract")
 
@@ -68,18 +67,6 @@ def _check_plan(folder: Path, plan: dict, is_main: bool) -> None:
         path.write_text(json.dumps(plan))
 
 
-def resolve_tokenizer(path: str | Path, weights: str = "model") -> tuple[Path, Path | None]:
-    """(model folder, run config.yaml or None) for a run folder or a bare model folder."""
-    path = Path(path)
-    if (path / "config.yaml").exists() and (path / weights / "config.json").exists():
-        return path / weights, path / "config.yaml"
-    if (path / "config.json").exists():
-        return path, None
-    raise FileNotFoundError(
-        f"{path} is neither a tokenizer run folder (config.yaml + {weights}/) nor a model folder (config.json)"
-    )
-
-
 def label_names(data_config: DataConfig, dataset) -> list[str] | None:
     names = getattr(dataset, "label_names", None)
     if names is not None:
@@ -109,15 +96,9 @@ def extract(
     if shard_size < 1 or batch_size < 1:
         raise ValueError(f"shard_size and batch_size must be >= 1, got {shard_size}, {batch_size}")
     state = PartialState()
-    model_dir, run_config = resolve_tokenizer(tokenizer, weights)
-    config_file = Path(data_config) if data_config is not None else run_config
-    if config_file is None:
-        raise ValueError(
-            f"{tokenizer} is a bare model folder: pass --data-config (a YAML with a data: section)"
-        )
-    data = from_dict(DataConfig, yaml.safe_load(config_file.read_text()).get("data", {}), "data")
+    model_dir, data = tokenizer_and_data(tokenizer, weights, data_config)
     model = HQVAE.from_pretrained(model_dir).to(state.device).eval()
-    datasets = dict(zip(("train", "validation", "test"), build_datasets(data, model.config.in_channels)))
+    datasets = dict(zip(SPLITS, build_datasets(data, model.config.in_channels)))
     unknown = [s for s in splits if s not in datasets or datasets[s] is None]
     if unknown:
         raise ValueError(

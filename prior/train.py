@@ -23,37 +23,21 @@ from __future__ import annotations
 import json
 import logging
 import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import torch
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from prior.codes import CodeDataset, collate_codes, read_meta
 from prior.masked import MaskedTokenTransformer
 from prior.rq_transformer import RQTransformer
 from prior.sampling import sample_masked, sample_rq
 from prior.scheduler import MaskedTokenScheduler
-from tokenizer.config import check_kwargs, to_dict
-from tokenizer.train import LoggingConfig
-from tokenizer.training_utils import (
-    CheckpointManager,
-    ResumableSampler,
-    broadcast_object,
-    check_finite,
-    ema_model,
-    flatten_scalars,
-    fused_optimizer_supported,
-    load_training_state,
-    save_training_state,
-    start_run_logs,
-    to_plain,
-    training_command,
-    update_ema,
-)
+from tokenizer.config import check_kwargs, check_positive, to_dict
+from tokenizer.trainer import BaseTrainer, LoggingConfig
+from tokenizer.training_utils import fused_optimizer_supported, training_command
 
 logger = logging.getLogger("prior.train")
 
@@ -136,19 +120,9 @@ class PriorTrainConfig:
         derived = [k for k in DERIVED[self.prior] if k in self.model]
         if derived:
             raise ValueError(f"model.{derived[0]} comes from the codes' meta.json; remove it from the config")
-        positive = {
-            "optimizer.max_steps": self.optimizer.max_steps,
-            "optimizer.gradient_accumulation_steps": self.optimizer.gradient_accumulation_steps,
-            "data.batch_size": self.data.batch_size,
-            "data.eval_batch_size": self.data.eval_batch_size,
-            "logging.log_every": self.logging.log_every,
-            "logging.validate_every": self.logging.validate_every,
-            "logging.checkpoint_every": self.logging.checkpoint_every,
-            "sampling.num_inference_steps": self.sampling.num_inference_steps,
-        }
-        for name, value in positive.items():
-            if value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
+        check_positive(self, ["optimizer.max_steps", "optimizer.gradient_accumulation_steps", "data.batch_size",
+                              "data.eval_batch_size", "logging.log_every", "logging.validate_every",
+                              "logging.checkpoint_every", "sampling.num_inference_steps"])  # fmt: skip
         if self.optimizer.warmup_steps < 0:
             raise ValueError(f"optimizer.warmup_steps must be >= 0, got {self.optimizer.warmup_steps}")
 
@@ -215,23 +189,18 @@ def unigram_entropy(dataset: CodeDataset, layers: list[int], sizes: list[int]) -
 # ------------------------------------------------------------------------------------------------------------
 # Training
 # ------------------------------------------------------------------------------------------------------------
-class PriorTrainer:
-    def __init__(self, config: PriorTrainConfig, resume: str | None = None):
-        from accelerate import Accelerator
-        from accelerate.utils import set_seed
+class PriorTrainer(BaseTrainer):
+    """Prior training on the shared loop (``tokenizer.trainer.BaseTrainer``): the prior's cross-entropy,
+    AdamW with linear warmup and cosine decay, sample grids decoded by the tokenizer."""
+
+    progress_desc = "train prior"
+    collate_fn = staticmethod(collate_codes)
+
+    def build(self) -> None:
         from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
-        self.config = config
-        if config.num_threads:
-            torch.set_num_threads(config.num_threads)
-        self.output_dir = Path(config.output_dir)
-        self.accelerator = acc = Accelerator(
-            mixed_precision=config.mixed_precision,
-            gradient_accumulation_steps=config.optimizer.gradient_accumulation_steps,
-            log_with="tensorboard" if config.logging.tensorboard else None,
-            project_dir=str(self.output_dir),
-        )
-        data = config.data
+        config, data, opt = self.config, self.config.data, self.config.optimizer
+        self.progress_desc = f"train {config.prior} prior"
         self.meta = read_meta(data.codes_dir)
         self.train_set = CodeDataset(data.codes_dir, data.train_split, data.in_memory)
         self.validation_set = (
@@ -247,21 +216,11 @@ class PriorTrainer:
         self.layers = (
             [config.level] if config.prior == "masked" else list(range(len(self.meta["codebook_sizes"])))
         )
-        set_seed(config.seed)  # identical initial weights on every process
         model_class = MaskedTokenTransformer if config.prior == "masked" else RQTransformer
-        self.model = model_class(**self.model_kwargs)
-        if config.optimizer.gradient_checkpointing:
+        self.model = self.seeded_model(lambda: model_class(**self.model_kwargs))
+        if opt.gradient_checkpointing:
             self.model.enable_gradient_checkpointing()
-        set_seed(config.seed + acc.process_index)
-        self.sampler = ResumableSampler(
-            len(self.train_set), config.seed, acc.process_index, acc.num_processes
-        )
-        per_step = data.batch_size * config.optimizer.gradient_accumulation_steps
-        if len(self.sampler) < per_step:
-            raise ValueError(
-                f"each process gets {len(self.sampler)} training items, fewer than one step's {per_step}"
-            )
-        opt = config.optimizer
+        self.sampler = self.make_sampler(len(self.train_set))
         decay, no_decay = [], []
         for name, p in self.model.named_parameters():
             (no_decay if p.ndim < 2 or "embedding" in name or "position" in name else decay).append(p)
@@ -269,7 +228,7 @@ class PriorTrainer:
             [{"params": decay, "weight_decay": opt.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
             lr=opt.learning_rate,
             betas=tuple(opt.betas),
-            fused=fused_optimizer_supported(acc.device),
+            fused=fused_optimizer_supported(self.accelerator.device),
         )
         self.lr_scheduler = get_cosine_with_min_lr_schedule_with_warmup(
             self.optimizer,
@@ -277,39 +236,13 @@ class PriorTrainer:
             num_training_steps=opt.max_steps,
             min_lr_rate=opt.min_learning_rate_ratio,
         )
-        self.model, self.optimizer = acc.prepare(self.model, self.optimizer)
-        self.unwrapped = acc.unwrap_model(self.model)
-        self.ema = ema_model(self.unwrapped, opt.ema_decay) if opt.ema_decay else None
-        # masking, class dropout (training) and sampling draw from checkpointed generators
-        self.generator = torch.Generator(device=acc.device).manual_seed(
-            config.seed * 7919 + acc.process_index
-        )
-        self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
-        self.checkpoints = CheckpointManager(self.output_dir / "checkpoints", config.logging.keep_checkpoints)
-        if resume is not None:
-            self.load_checkpoint(self.checkpoints.resolve(resume))
+        self.last_validation = None
 
     # -- data ------------------------------------------------------------------------------------------------
-    def batches(self):
-        """Endless (codes, labels) batches; (epoch, batch_in_epoch) is the data position in checkpoints."""
-        batch_size = self.config.data.batch_size
+    def device_batch(self, raw):
+        codes, labels = raw
         device = self.accelerator.device
-        while True:
-            self.sampler.set_position(self.epoch, self.batch_in_epoch * batch_size)
-            loader = DataLoader(
-                self.train_set,
-                batch_size=batch_size,
-                sampler=self.sampler,
-                drop_last=True,
-                num_workers=self.config.data.num_workers,
-                collate_fn=collate_codes,
-                generator=torch.Generator().manual_seed(self.config.seed),
-            )
-            for codes, labels in loader:
-                self.batch_in_epoch += 1
-                yield [c.to(device) for c in codes], labels.to(device)
-            self.epoch += 1
-            self.batch_in_epoch = 0
+        return [c.to(device) for c in codes], labels.to(device)
 
     def _labels(self, labels: torch.Tensor) -> torch.Tensor | None:
         """Unlabelled items (-1) and unconditional priors get the null class."""
@@ -333,56 +266,20 @@ class PriorTrainer:
                 out = model(stacked, labels)
         return out.loss, out.accuracy
 
-    def train_step(self, batches) -> dict:
-        acc, opt = self.accelerator, self.config.optimizer
-        for _ in range(opt.gradient_accumulation_steps):
-            codes, labels = next(batches)
-            with acc.accumulate(self.model):
-                loss, accuracy = self.loss(self.model, codes, labels, self.generator)
-                check_finite(self.step, {"loss": loss})
-                acc.backward(loss)
-                if acc.sync_gradients and opt.grad_clip_norm:
-                    acc.clip_grad_norm_(self.model.parameters(), opt.grad_clip_norm)
-                self.optimizer.step()
-                self.optimizer.zero_grad(set_to_none=True)
+    def compute_loss(self, batch):
+        loss, accuracy = self.loss(self.model, *batch, self.generator)
+        return loss, {"loss": loss, "accuracy": accuracy}, None
+
+    def after_step(self) -> None:
         self.lr_scheduler.step()
-        if self.ema is not None:
-            update_ema(self.ema, self.unwrapped)
-        self.step += 1
-        return {"loss": loss, "accuracy": accuracy}
 
-    # -- checkpoints -----------------------------------------------------------------------------------------
-    def _stateful(self) -> dict:
-        return {
-            "model": self.unwrapped,
-            "optimizer": self.optimizer,
-            "lr_scheduler": self.lr_scheduler,
-            "ema": self.ema,
-        }
+    def progress_postfix(self, record: dict) -> dict:
+        return {"loss": f"{record['loss']:.3f}", "acc": f"{record['accuracy']:.3f}"}
 
-    def save_checkpoint(self) -> None:
-        progress = {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch}
-        save_training_state(
-            self.checkpoints,
-            self.accelerator,
-            self.step,
-            self._stateful(),
-            progress,
-            {"train": self.generator},
-        )
-
-    def load_checkpoint(self, path: Path) -> None:
-        progress = load_training_state(path, self.accelerator, self._stateful(), {"train": self.generator})
-        self.step, self.epoch, self.batch_in_epoch = (
-            progress["step"],
-            progress["epoch"],
-            progress["batch_in_epoch"],
-        )
+    def extra_stateful(self) -> dict:
+        return {"lr_scheduler": self.lr_scheduler}
 
     # -- evaluation ------------------------------------------------------------------------------------------
-    def eval_model(self):
-        return self.ema.module if self.ema is not None else self.unwrapped
-
     @torch.no_grad()
     def validate(self) -> dict:
         """Loss on the validation split with a fixed generator (the same masks at every validation), eval mode
@@ -413,6 +310,15 @@ class PriorTrainer:
             "uniform_loss": sum(math.log(sizes[layer]) for layer in self.layers) / len(self.layers),
             "items": int(count),
         }
+
+    def validates_at(self, step: int) -> bool:
+        every = self.config.logging.validate_every
+        return self.validation_set is not None and (
+            step % every == 0 or step == self.config.optimizer.max_steps
+        )
+
+    def on_validation(self, result: dict) -> None:
+        self.last_validation = result
 
     # -- samples ---------------------------------------------------------------------------------------------
     def tokenizer_model(self):
@@ -481,7 +387,7 @@ class PriorTrainer:
         )
         return list(sampled.unbind(-1))
 
-    def save_sample_grid(self, path: Path) -> None:
+    def save_grid(self, path: Path) -> None:
         from torchvision.utils import save_image
 
         s = self.config.sampling
@@ -498,67 +404,8 @@ class PriorTrainer:
         path.parent.mkdir(parents=True, exist_ok=True)
         save_image(images, path, nrow=s.samples_per_class, padding=1, pad_value=1.0)
 
-    # -- the loop --------------------------------------------------------------------------------------------
-    def fit(self) -> dict:
-        acc, cfg = self.accelerator, self.config
-        is_main = acc.is_main_process
-        history, validation_log = start_run_logs(
-            acc, self.output_dir, cfg, self.step, cfg.logging.tensorboard, cfg.optimizer.max_steps
-        )
-        batches = self.batches()
-        progress = tqdm(
-            total=cfg.optimizer.max_steps,
-            initial=self.step,
-            desc=f"train {cfg.prior} prior",
-            disable=not is_main,
-        )
-        start = interval_start = time.perf_counter()
-        items = interval_items = 0
-        per_step = cfg.data.batch_size * cfg.optimizer.gradient_accumulation_steps * acc.num_processes
-        self.model.train()
-        last_validation = None
-        while self.step < cfg.optimizer.max_steps:
-            terms = self.train_step(batches)
-            items += per_step
-            interval_items += per_step
-            progress.update(1)
-            step = self.step
-            if is_main and (step % cfg.logging.log_every == 0 or step in (1, cfg.optimizer.max_steps)):
-                now = time.perf_counter()
-                record = {"step": step, **{k: to_plain(v) for k, v in terms.items()}}
-                record["learning_rate"] = self.lr_scheduler.get_last_lr()[0]
-                record["items_per_second"] = round(interval_items / max(now - interval_start, 1e-9), 1)
-                interval_start, interval_items = now, 0
-                history.write(json.dumps(record) + "\n")
-                history.flush()
-                if cfg.logging.tensorboard:
-                    acc.log(flatten_scalars(record, "train/"), step=step)
-                progress.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['accuracy']:.3f}")
-            if self.validation_set is not None and (
-                step % cfg.logging.validate_every == 0 or step == cfg.optimizer.max_steps
-            ):
-                last_validation = broadcast_object(self.validate() if is_main else None)
-                if is_main:
-                    validation_log.write(json.dumps(last_validation) + "\n")
-                    validation_log.flush()
-                    if cfg.logging.tensorboard:
-                        acc.log(flatten_scalars(last_validation, "validation/"), step=step)
-                    self.save_sample_grid(self.output_dir / "grids" / f"{step:08d}.png")
-            if step % cfg.logging.checkpoint_every == 0 or step == cfg.optimizer.max_steps:
-                self.save_checkpoint()
-        progress.close()
-        elapsed = time.perf_counter() - start
-        result = {}
-        if is_main:
-            history.close()
-            validation_log.close()
-            result = self.finish(last_validation, items, elapsed)
-        acc.wait_for_everyone()
-        acc.end_training()
-        return result
-
-    def finish(self, validation: dict | None, items: int, elapsed: float) -> dict:
-        cfg = self.config
+    def finish(self, items: int, elapsed: float) -> dict:
+        cfg, validation = self.config, self.last_validation
         self.unwrapped.save_pretrained(self.output_dir / "model")
         if self.ema is not None:
             self.ema.module.save_pretrained(self.output_dir / "model_ema")
@@ -596,8 +443,7 @@ class PriorTrainer:
             "weights": "ema" if self.ema is not None else "raw",
             "sampling": to_dict(cfg.sampling),
         }
-        (self.output_dir / "metrics.json").write_text(json.dumps(result, indent=2))
-        self.save_sample_grid(self.output_dir / "samples.png")
+        self.save_grid(self.output_dir / "samples.png")
         logger.info(
             "validation loss %s (uniform %.3f, unigram %.3f) -> %s",
             None if validation is None else round(validation["loss"], 4),

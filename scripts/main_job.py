@@ -78,33 +78,27 @@ def stage(name: str, timings: dict):
 
 
 def train_tokenizer(config: str, steps: int, out: Path, extra: list[str]) -> None:
-    from tokenizer.train import main as train_main
+    """Trains (or resumes, or reads back) a tokenizer; tau ends at 0.3 whatever the budget."""
+    from tokenizer.config import load_config
+    from tokenizer.train import TokenizerTrainer, TrainConfig
 
-    if (out / "metrics.json").exists():
-        logger.info("tokenizer already trained: %s", out)
-        return
-    # keep tau's end point (0.3) when the budget changes: r = -ln(0.3) / steps
-    import math
-
-    args = ["--config", str(ROOT / config), f"output_dir={out}", f"optimizer.max_steps={steps}",
-            f"model.temperature_decay={-math.log(0.3) / steps}", *extra]  # fmt: skip
-    if (out / "checkpoints" / "latest").exists():
-        args += ["--resume", "latest"]
-    train_main(args)
+    overrides = [
+        f"output_dir={out}",
+        f"optimizer.max_steps={steps}",
+        "optimizer.final_temperature=0.3",
+        *extra,
+    ]
+    TokenizerTrainer.train_or_resume(load_config(TrainConfig, ROOT / config, overrides))
 
 
 def train_prior(config: str, steps: int, overrides: list[str], codes: Path, out: Path) -> None:
-    from prior.train import main as prior_main
+    from prior.train import PriorTrainConfig, PriorTrainer
+    from tokenizer.config import load_config
 
-    if (out / "metrics.json").exists():
-        logger.info("prior already trained: %s", out)
-        return
-    args = ["--config", str(ROOT / config), f"data.codes_dir={codes}", f"output_dir={out}",
-            f"optimizer.max_steps={steps}", f"optimizer.warmup_steps={max(1, steps // 10)}",
-            f"logging.validate_every={steps}", f"logging.checkpoint_every={max(1, steps // 4)}", *overrides]  # fmt: skip
-    if (out / "checkpoints" / "latest").exists():
-        args += ["--resume", "latest"]
-    prior_main(args)
+    overrides = [f"data.codes_dir={codes}", f"output_dir={out}", f"optimizer.max_steps={steps}",
+                 f"optimizer.warmup_steps={max(1, steps // 10)}", f"logging.validate_every={steps}",
+                 f"logging.checkpoint_every={max(1, steps // 4)}", *overrides]  # fmt: skip
+    PriorTrainer.train_or_resume(load_config(PriorTrainConfig, ROOT / config, overrides))
 
 
 def run(
@@ -202,6 +196,7 @@ def sample_fid(pipe, output: Path, sampler: dict, samples_per_class: int, items:
 
     from eval import fid as fid_module
     from eval.inception import InceptionFeatures, resolve_inception_weights
+    from tokenizer.data import load_data_config
 
     try:
         weights = resolve_inception_weights()
@@ -215,7 +210,7 @@ def sample_fid(pipe, output: Path, sampler: dict, samples_per_class: int, items:
     features, logits = fid_module.extract_features(
         extractor, fid_module.shard_batches(paths, 64), num, "samples"
     )
-    data = fid_module.load_data_config(output / "tokenizer" / "config.yaml")
+    data = load_data_config(output / "tokenizer" / "config.yaml")
     ref_stats, ref_features, protocol = fid_module.reference_features(
         extractor, data, "test", pipe.hqvae.config.in_channels, items, 64
     )

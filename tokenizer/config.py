@@ -109,16 +109,23 @@ def apply_override(data: dict, override: str) -> None:
     node[parts[-1]] = yaml.safe_load(raw)
 
 
+def read_yaml(path: str | Path) -> dict:
+    """A YAML file's top-level mapping; a missing file, a syntax error or a non-mapping names the file."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ValueError(f"{path}: not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: the top level must be a mapping")
+    return data
+
+
 def load_config(schema: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
     """Loads a YAML file (or nothing) into ``schema``, after applying command-line overrides."""
-    data: dict = {}
-    if path is not None:
-        path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"config file not found: {path}")
-        data = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: the top level must be a mapping")
+    data: dict = read_yaml(path) if path is not None else {}
     for override in overrides or []:
         apply_override(data, override)
     return from_dict(schema, data)
@@ -144,3 +151,13 @@ def check_kwargs(callable_, kwargs: dict, path: str) -> None:
     if unknown:
         accepted = sorted(p for p in parameters if p != "self")
         raise ValueError(f"{path}: unknown key(s) {unknown}; expected some of {accepted}")
+
+
+def check_positive(config, paths: list[str]) -> None:
+    """Fails naming the first dotted field of ``config`` (e.g. ``optimizer.max_steps``) that is below 1."""
+    for path in paths:
+        value = config
+        for part in path.split("."):
+            value = getattr(value, part)
+        if value < 1:
+            raise ValueError(f"{path} must be >= 1, got {value}")

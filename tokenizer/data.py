@@ -11,13 +11,103 @@ import gzip
 import logging
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass
+class DataConfig:
+    """The ``data:`` block of a tokenizer config (and of a run's ``config.yaml``)."""
+
+    # fashion_mnist: Debian's idx files (or ``path`` holding them, else the hub); hub: a dataset id;
+    # imagefolder: a folder (split subfolders); parquet: ``path``/<split>*.parquet; arrow: a save_to_disk folder.
+    source: Literal["fashion_mnist", "hub", "imagefolder", "parquet", "arrow"] = "fashion_mnist"
+    path: str | None = None
+    image_column: str = "image"
+    label_column: str | None = "label"
+    train_split: str = "train"
+    validation_split: str | None = None  # None: the last ``validation_size`` training items (fixed split)
+    test_split: str | None = "test"
+    validation_size: int = 5000
+    image_size: int = 32
+    center_crop: bool = True
+    random_flip: bool = False  # horizontal flips of training batches, drawn from the checkpointed generator
+    on_bad_image: Literal["skip", "raise"] = "skip"
+    min_image_size: int = 0  # smaller images count as bad (skip/raise); 0 upsamples them
+    batch_size: int = 32
+    eval_batch_size: int = 256
+    max_eval_images: int | None = None  # cap validation/test evaluation (None: the whole split)
+    num_workers: int = 0
+
+    def __post_init__(self):
+        if self.source != "fashion_mnist" and self.path is None:
+            raise ValueError(f"data.path is required for data.source={self.source!r}")
+
+
+def load_data_config(path: str | os.PathLike) -> DataConfig:
+    """The ``data:`` section of a YAML file (a tokenizer config or a run's ``config.yaml``)."""
+    from tokenizer.config import from_dict, read_yaml
+
+    return from_dict(DataConfig, read_yaml(path).get("data", {}), "data")
+
+
+def build_datasets(config: DataConfig, channels: int):
+    """(train, validation, test) datasets of (image, label); test is None without a test split."""
+    if config.source == "fashion_mnist":
+        kwargs = dict(image_size=config.image_size, validation_size=config.validation_size, root=config.path)
+        return (
+            FashionMNIST("train", **kwargs),
+            FashionMNIST("validation", **kwargs),
+            FashionMNIST("test", **kwargs),
+        )
+
+    def wrap(hf):
+        return ImageDataset(
+            hf,
+            channels=channels,
+            image_size=config.image_size,
+            image_column=config.image_column,
+            label_column=config.label_column,
+            center_crop=config.center_crop,
+            on_bad_image=config.on_bad_image,
+            min_image_size=config.min_image_size,
+        )
+
+    train = load_hf_split(config.source, config.path, config.train_split)
+    if config.validation_split is not None:
+        validation = load_hf_split(config.source, config.path, config.validation_split)
+    else:
+        if not 0 < config.validation_size < len(train):
+            raise ValueError(
+                f"data.validation_size must be in (0, {len(train)}), got {config.validation_size}"
+            )
+        cut = len(train) - config.validation_size
+        validation = train.select(range(cut, len(train)))
+        train = train.select(range(cut))
+    test = load_hf_split(config.source, config.path, config.test_split) if config.test_split else None
+    return wrap(train), wrap(validation), (wrap(test) if test is not None else None)
+
+
+def dataset_split(config: DataConfig, split: str, channels: int):
+    """One split of ``build_datasets`` by name, or a clear error naming the available ones."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
+    datasets = dict(zip(SPLITS, build_datasets(config, channels)))
+    if datasets[split] is None:
+        raise ValueError(
+            f"split {split!r} is not available; choose from {[k for k, v in datasets.items() if v]}"
+        )
+    return datasets[split]
+
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_HUB_ID = "zalando-datasets/fashion_mnist"

@@ -20,19 +20,17 @@ tuned for ~1e5+ steps; after 3,000 steps it leaves tau = 0.97. Every result reco
 
 from __future__ import annotations
 
-import json
 import logging
-import time
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import torch
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
-from tokenizer.config import check_kwargs
-from tokenizer.data import FashionMNIST, ImageDataset, collate_images, load_hf_split
+from tokenizer.config import check_kwargs, check_positive
+from tokenizer.data import DataConfig, build_datasets, collate_images
 from tokenizer.losses import (
     PatchDiscriminator,
     PerceptualLoss,
@@ -43,46 +41,10 @@ from tokenizer.losses import (
 from tokenizer.metrics import evaluate_reconstruction
 from tokenizer.model import HQVAE
 from tokenizer.quantizers import perplexity_from_counts
-from tokenizer.training_utils import (
-    CheckpointManager,
-    ResumableSampler,
-    broadcast_object,
-    check_finite,
-    ema_model,
-    flatten_scalars,
-    fused_optimizer_supported,
-    load_training_state,
-    save_training_state,
-    start_run_logs,
-    to_plain,
-    training_command,
-    update_ema,
-)
+from tokenizer.trainer import BaseTrainer, LoggingConfig
+from tokenizer.training_utils import check_finite, fused_optimizer_supported, to_plain, training_command
 
 logger = logging.getLogger("tokenizer.train")
-
-
-@dataclass
-class DataConfig:
-    # fashion_mnist: Debian's idx files (or ``path`` holding them, else the hub); hub: a dataset id;
-    # imagefolder: a folder (split subfolders); parquet: ``path``/<split>*.parquet; arrow: a save_to_disk folder.
-    source: Literal["fashion_mnist", "hub", "imagefolder", "parquet", "arrow"] = "fashion_mnist"
-    path: str | None = None
-    image_column: str = "image"
-    label_column: str | None = "label"
-    train_split: str = "train"
-    validation_split: str | None = None  # None: the last ``validation_size`` training items (fixed split)
-    test_split: str | None = "test"
-    validation_size: int = 5000
-    image_size: int = 32
-    center_crop: bool = True
-    random_flip: bool = False  # horizontal flips of training batches, drawn from the checkpointed generator
-    on_bad_image: Literal["skip", "raise"] = "skip"
-    min_image_size: int = 0  # smaller images count as bad (skip/raise); 0 upsamples them
-    batch_size: int = 32
-    eval_batch_size: int = 256
-    max_eval_images: int | None = None  # cap validation/test evaluation (None: the whole split)
-    num_workers: int = 0
 
 
 @dataclass
@@ -95,6 +57,9 @@ class OptimizerConfig:
     plateau_patience: int = 3  # halve the LR after this many validations without improvement (appendix F)
     plateau_factor: float = 0.5
     ema_decay: float | None = None  # EMA of the weights (None: off)
+    # The budget-matched Gumbel temperature: sets (replaces) model.temperature_decay r = -ln(tau_end) / max_steps
+    # so that tau = exp(-r t) ends at this value whatever the budget (None: model.temperature_decay as given).
+    final_temperature: float | None = None
 
 
 @dataclass
@@ -110,16 +75,6 @@ class LossConfig:
     discriminator_betas: tuple[float, float] = (0.5, 0.9)
     discriminator_channels: int = 64
     discriminator_layers: int = 3
-
-
-@dataclass
-class LoggingConfig:
-    log_every: int = 100
-    validate_every: int = 1000
-    checkpoint_every: int = 1000
-    keep_checkpoints: int = 2
-    tensorboard: bool = True
-    grid_images: int = 32  # tokenizer reconstruction grids only (prior grids: sampling.samples_per_class)
 
 
 @dataclass
@@ -139,71 +94,30 @@ class TrainConfig:
 
     def __post_init__(self):
         check_kwargs(HQVAE.__init__, self.model, "model")
-        positive = {
-            "optimizer.max_steps": self.optimizer.max_steps,
-            "optimizer.gradient_accumulation_steps": self.optimizer.gradient_accumulation_steps,
-            "data.batch_size": self.data.batch_size,
-            "data.eval_batch_size": self.data.eval_batch_size,
-            "data.image_size": self.data.image_size,
-            "logging.log_every": self.logging.log_every,
-            "logging.validate_every": self.logging.validate_every,
-            "logging.checkpoint_every": self.logging.checkpoint_every,
-        }
-        for name, value in positive.items():
-            if value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
-        if self.data.source != "fashion_mnist" and self.data.path is None:
-            raise ValueError(f"data.path is required for data.source={self.data.source!r}")
+        check_positive(self, ["optimizer.max_steps", "optimizer.gradient_accumulation_steps", "data.batch_size",
+                              "data.eval_batch_size", "data.image_size", "logging.log_every",
+                              "logging.validate_every", "logging.checkpoint_every"])  # fmt: skip
+        self._resolve_temperature_decay()
 
-
-# ------------------------------------------------------------------------------------------------------------
-# Data
-# ------------------------------------------------------------------------------------------------------------
-def build_datasets(config: DataConfig, channels: int):
-    """(train, validation, test) datasets of (image, label); test is None without a test split."""
-    if config.source == "fashion_mnist":
-        kwargs = dict(image_size=config.image_size, validation_size=config.validation_size, root=config.path)
-        return (
-            FashionMNIST("train", **kwargs),
-            FashionMNIST("validation", **kwargs),
-            FashionMNIST("test", **kwargs),
-        )
-
-    def wrap(hf):
-        return ImageDataset(
-            hf,
-            channels=channels,
-            image_size=config.image_size,
-            image_column=config.image_column,
-            label_column=config.label_column,
-            center_crop=config.center_crop,
-            on_bad_image=config.on_bad_image,
-            min_image_size=config.min_image_size,
-        )
-
-    train = load_hf_split(config.source, config.path, config.train_split)
-    if config.validation_split is not None:
-        validation = load_hf_split(config.source, config.path, config.validation_split)
-    else:
-        if not 0 < config.validation_size < len(train):
-            raise ValueError(
-                f"data.validation_size must be in (0, {len(train)}), got {config.validation_size}"
+    def _resolve_temperature_decay(self) -> None:
+        final = self.optimizer.final_temperature
+        if final is None:
+            return
+        if not 0.0 < final <= 1.0:
+            raise ValueError(f"optimizer.final_temperature must be in (0, 1], got {final}")
+        decay = -math.log(final) / self.optimizer.max_steps
+        given = self.model.get("temperature_decay")
+        if given is not None and not math.isclose(given, decay, rel_tol=1e-9):
+            logger.info(
+                "optimizer.final_temperature=%s replaces model.temperature_decay=%s by %s",
+                final,
+                given,
+                decay,
             )
-        cut = len(train) - config.validation_size
-        validation = train.select(range(cut, len(train)))
-        train = train.select(range(cut))
-    test = load_hf_split(config.source, config.path, config.test_split) if config.test_split else None
-    return wrap(train), wrap(validation), (wrap(test) if test is not None else None)
+        self.model["temperature_decay"] = decay
 
 
-def _collate(batch):
-    # FashionMNIST items are (image, label) tensors and never bad; ImageDataset items may be None.
-    return collate_images(batch)
-
-
-# ------------------------------------------------------------------------------------------------------------
-# Logging helpers
-# ------------------------------------------------------------------------------------------------------------
+# history.jsonl: these fields of HQVAEOutput at every logged step
 OUTPUT_TERMS = (
     "loss",
     "reconstruction_loss",
@@ -233,43 +147,23 @@ def save_reconstruction_grid(model, images: torch.Tensor, path: Path) -> None:
     save_image(torch.cat(rows), path, nrow=8, padding=1, pad_value=1.0)
 
 
-# ------------------------------------------------------------------------------------------------------------
-# Training
-# ------------------------------------------------------------------------------------------------------------
-class Trainer:
-    def __init__(self, config: TrainConfig, resume: str | None = None):
-        from accelerate import Accelerator
-        from accelerate.utils import set_seed
+class TokenizerTrainer(BaseTrainer):
+    """HQ-VAE training on the shared loop (``tokenizer.trainer.BaseTrainer``): the model's objective (eq. 6,
+    14 or 26, assembled by ``HQVAE.forward``), optional LPIPS inside the decoder term and a PatchGAN loss,
+    Adam with the plateau LR schedule of appendix F, test-split metrics at the end."""
 
-        self.config = config
-        if config.num_threads:
-            torch.set_num_threads(config.num_threads)
+    unit = "images"
+    generator_name = "loss"
+    collate_fn = staticmethod(collate_images)
+
+    def build(self) -> None:
+        config, acc = self.config, self.accelerator
         torch.set_flush_denormal(True)  # Gumbel-softmax at small tau yields denormals that slow CPUs ~40%
-        self.output_dir = Path(config.output_dir)
-        self.accelerator = Accelerator(
-            mixed_precision=config.mixed_precision,
-            gradient_accumulation_steps=config.optimizer.gradient_accumulation_steps,
-            log_with="tensorboard" if config.logging.tensorboard else None,
-            project_dir=str(self.output_dir),
-        )
-        acc = self.accelerator
-        set_seed(config.seed)  # identical initial weights on every process
-        self.model = HQVAE(**config.model)
         self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-        self.model.to(memory_format=self.memory_format)
-        set_seed(config.seed + acc.process_index)
+        self.model = self.seeded_model(lambda: HQVAE(**config.model).to(memory_format=self.memory_format))
         channels = self.model.config.in_channels
         self.train_set, self.validation_set, self.test_set = build_datasets(config.data, channels)
-        self.sampler = ResumableSampler(
-            len(self.train_set), config.seed, acc.process_index, acc.num_processes
-        )
-        per_step = config.data.batch_size * config.optimizer.gradient_accumulation_steps
-        if len(self.sampler) < per_step:
-            raise ValueError(
-                f"each process gets {len(self.sampler)} training images, fewer than one step's "
-                f"{per_step} (data.batch_size x gradient_accumulation_steps)"
-            )
-
+        self.sampler = self.make_sampler(len(self.train_set))
         self.perceptual = None
         if config.losses.perceptual_weight > 0:
             self.perceptual = PerceptualLoss(
@@ -301,93 +195,43 @@ class Trainer:
                 betas=tuple(config.losses.discriminator_betas),
             )
             self.discriminator, self.disc_optimizer = acc.prepare(self.discriminator, self.disc_optimizer)
-        self.model, self.optimizer = acc.prepare(self.model, self.optimizer)
-        self.unwrapped: HQVAE = acc.unwrap_model(self.model)
-        self.ema = (
-            ema_model(self.unwrapped, config.optimizer.ema_decay) if config.optimizer.ema_decay else None
-        )
-        # One generator for the stochastic parts of the loss (Gumbel noise, pad-and-trim windows).
-        self.generator = torch.Generator(device=acc.device).manual_seed(
-            config.seed * 7919 + acc.process_index
-        )
-        self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
         self.best_validation = float("inf")
         self.skipped_images = 0
-        self.checkpoints = CheckpointManager(self.output_dir / "checkpoints", config.logging.keep_checkpoints)
-        if resume is not None:
-            self.load_checkpoint(self.checkpoints.resolve(resume))
 
     # -- data ------------------------------------------------------------------------------------------------
-    def _loader(self) -> DataLoader:
-        return DataLoader(
-            self.train_set,
-            batch_size=self.config.data.batch_size,
-            sampler=self.sampler,
-            drop_last=True,
-            num_workers=self.config.data.num_workers,
-            collate_fn=_collate,
-            # its own generator: creating an iterator must not consume the global RNG (exact resume)
-            generator=torch.Generator().manual_seed(self.config.seed),
-        )
-
-    def batches(self):
-        """Endless batches; (epoch, batch_in_epoch) is the exact data position saved in checkpoints."""
-        batch_size = self.config.data.batch_size
-        while True:
-            self.sampler.set_position(self.epoch, self.batch_in_epoch * batch_size)
-            for images, _, skipped in self._loader():
-                self.batch_in_epoch += 1
-                self.skipped_images += skipped
-                if images is None:
-                    if self.accelerator.num_processes > 1:
-                        raise RuntimeError("a whole batch of bad images; processes would fall out of step")
-                    continue
-                images = images.to(self.accelerator.device, memory_format=self.memory_format)
-                if self.config.data.random_flip:
-                    flip = torch.rand(images.shape[0], generator=self.generator, device=images.device) < 0.5
-                    images = torch.where(flip[:, None, None, None], images.flip(-1), images)
-                yield images
-            self.epoch += 1
-            self.batch_in_epoch = 0
+    def device_batch(self, raw):
+        images, _, skipped = raw
+        self.skipped_images += skipped
+        if images is None:
+            if self.accelerator.num_processes > 1:
+                raise RuntimeError("a whole batch of bad images; processes would fall out of step")
+            return None
+        images = images.to(self.accelerator.device, memory_format=self.memory_format)
+        if self.config.data.random_flip:
+            flip = torch.rand(images.shape[0], generator=self.generator, device=images.device) < 0.5
+            images = torch.where(flip[:, None, None, None], images.flip(-1), images)
+        return images
 
     # -- checkpoints -----------------------------------------------------------------------------------------
-    def _generators(self) -> dict:
-        return {"loss": self.generator}
-
-    def _stateful(self) -> dict:
+    def extra_stateful(self) -> dict:
         unwrap = self.accelerator.unwrap_model
         return {
-            "model": self.unwrapped,
-            "optimizer": self.optimizer,
             "plateau": self.plateau,
-            "ema": self.ema,
             "discriminator": unwrap(self.discriminator) if self.discriminator is not None else None,
             "disc_optimizer": self.disc_optimizer,
         }
 
-    def save_checkpoint(self) -> None:
-        progress = {
-            "step": self.step,
-            "epoch": self.epoch,
-            "batch_in_epoch": self.batch_in_epoch,
-            "best_validation": self.best_validation,
-            "skipped_images": self.skipped_images,
-        }
-        save_training_state(
-            self.checkpoints, self.accelerator, self.step, self._stateful(), progress, self._generators()
-        )
+    def extra_progress(self) -> dict:
+        return {"best_validation": self.best_validation, "skipped_images": self.skipped_images}
 
-    def load_checkpoint(self, path: Path) -> None:
-        progress = load_training_state(path, self.accelerator, self._stateful(), self._generators())
-        self.step, self.epoch, self.batch_in_epoch = (
-            progress["step"],
-            progress["epoch"],
-            progress["batch_in_epoch"],
-        )
+    def load_extra_progress(self, progress: dict) -> None:
         self.best_validation, self.skipped_images = progress["best_validation"], progress["skipped_images"]
 
     # -- one step --------------------------------------------------------------------------------------------
-    def _losses(self, images: torch.Tensor):
+    def _adversarial_active(self) -> bool:
+        return self.discriminator is not None and self.step >= self.config.losses.adversarial_start_step
+
+    def compute_loss(self, images: torch.Tensor):
         """Forward pass and the generator-side loss terms (all named, for the NaN check and logging)."""
         cfg = self.config.losses
         with self.accelerator.autocast():
@@ -405,7 +249,7 @@ class Trainer:
                 images, out.sample, extra_distortion=cfg.perceptual_weight * perceptual
             )
             loss = loss - final_term + with_perceptual
-        if self.discriminator is not None and self.step >= cfg.adversarial_start_step:
+        if self._adversarial_active():
             adversarial = generator_adversarial_loss(self.discriminator(out.sample))
             last_layer = self.unwrapped.decoder.net[-1].weight
             weight = adaptive_weight(loss, adversarial, last_layer, max_weight=cfg.adaptive_weight_max)
@@ -413,143 +257,39 @@ class Trainer:
             terms["adaptive_weight"] = weight
             loss = loss + cfg.adversarial_weight * weight * adversarial
         terms["total"] = loss
-        return out, loss, terms
+        return loss, terms, out
 
-    def _discriminator_step(self, images, reconstruction) -> torch.Tensor:
+    def after_micro_step(self, images, out, terms: dict) -> None:
+        if not self._adversarial_active():
+            return
         with self.accelerator.autocast():
             # one forward over real and fake together (DDP expects one forward per backward)
-            logits = self.discriminator(torch.cat([images, reconstruction.detach().to(images.dtype)]))
+            logits = self.discriminator(torch.cat([images, out.sample.detach().to(images.dtype)]))
             real_logits, fake_logits = logits.split(images.shape[0])
             d_loss = hinge_discriminator_loss(real_logits, fake_logits)
         self.disc_optimizer.zero_grad(set_to_none=True)
         self.accelerator.backward(d_loss)
         self.disc_optimizer.step()
-        return d_loss
+        terms["discriminator"] = d_loss
+        check_finite(self.step, {"discriminator": d_loss})
 
-    def train_step(self, batches) -> tuple:
-        acc = self.accelerator
-        cfg = self.config
-        for _ in range(cfg.optimizer.gradient_accumulation_steps):
-            images = next(batches)
-            with acc.accumulate(self.model):
-                out, loss, terms = self._losses(images)
-                check_finite(self.step, terms)
-                acc.backward(loss)
-                if acc.sync_gradients and cfg.optimizer.grad_clip_norm:
-                    acc.clip_grad_norm_(self.model.parameters(), cfg.optimizer.grad_clip_norm)
-                self.optimizer.step()
-                self.optimizer.zero_grad(set_to_none=True)
-            if self.discriminator is not None and self.step >= cfg.losses.adversarial_start_step:
-                terms["discriminator"] = self._discriminator_step(images, out.sample)
-                check_finite(self.step, {"discriminator": terms["discriminator"]})
+    def after_step(self) -> None:
         self.unwrapped.advance_schedule()
-        if self.ema is not None:
-            update_ema(self.ema, self.unwrapped)
-        self.step += 1
-        return out, terms, images.shape[0] * cfg.optimizer.gradient_accumulation_steps
 
-    # -- evaluation ------------------------------------------------------------------------------------------
-    def eval_model(self) -> HQVAE:
-        return self.ema.module if self.ema is not None else self.unwrapped
+    # -- logs ------------------------------------------------------------------------------------------------
+    def log_record(self, out, terms: dict) -> dict:
+        record = {k: to_plain(getattr(out, k)) for k in OUTPUT_TERMS}
+        record["perplexity"], record["codes_used"] = self._global_usage(out.indices)
+        record["kl_total"] = to_plain(out.kl_losses.sum())
+        record.update({k: to_plain(v) for k, v in terms.items() if k not in ("objective", "total")})
+        record["skipped_images"] = self.skipped_images
+        return record
 
-    def _perceptual_for_metrics(self):
-        if self.perceptual is not None and self.config.losses.pretrained_lpips:
-            return self.perceptual
-        return None
-
-    def _eval_loader(self, dataset) -> DataLoader:
-        return DataLoader(dataset, batch_size=self.config.data.eval_batch_size, collate_fn=_collate)
-
-    def validate(self) -> dict:
-        metrics = evaluate_reconstruction(
-            self.eval_model(),
-            self._eval_loader(self.validation_set),
-            device=self.accelerator.device,
-            perceptual=self._perceptual_for_metrics(),
-            max_images=self.config.data.max_eval_images,
-        )
-        return {"step": self.step, **metrics.to_dict()}
-
-    # -- the loop --------------------------------------------------------------------------------------------
-    def fit(self) -> dict:
-        acc, cfg = self.accelerator, self.config
-        is_main = acc.is_main_process
-        history, validation_log = start_run_logs(
-            acc, self.output_dir, cfg, self.step, cfg.logging.tensorboard, cfg.optimizer.max_steps
-        )
-        grid_images = self.validation_set_images(cfg.logging.grid_images)
-        if is_main and self.unwrapped.config.quantizer == "sq":
-            regime = self.unwrapped.rate_regime(*grid_images.shape[-2:])
-            logger.info(
-                "rate regime: D/2 = %.0f nats per e-fold of MSE, KL_max = %.0f nats, rho = %.2f "
-                "(small rho: the ELBO keeps the codes soft)",
-                regime["half_dim"],
-                regime["kl_max"],
-                regime["rho"],
-            )
-        batches = self.batches()
-        progress = tqdm(
-            total=cfg.optimizer.max_steps,
-            initial=self.step,
-            desc="train",
-            disable=not is_main,
-            dynamic_ncols=True,
-        )
-        start, images_seen = time.perf_counter(), 0
-        interval_start, interval_images = start, 0
-        self.model.train()
-        while self.step < cfg.optimizer.max_steps:
-            out, terms, num_images = self.train_step(batches)
-            images_seen += num_images * acc.num_processes
-            interval_images += num_images * acc.num_processes
-            progress.update(1)
-            step = self.step
-            if step % cfg.logging.log_every == 0 or step == cfg.optimizer.max_steps or step == 1:
-                usage = self._global_usage(out.indices)  # a collective: every process takes part
-            if is_main and (
-                step % cfg.logging.log_every == 0 or step == cfg.optimizer.max_steps or step == 1
-            ):
-                now = time.perf_counter()
-                record = {"step": step, **{k: to_plain(getattr(out, k)) for k in OUTPUT_TERMS}}
-                record["perplexity"], record["codes_used"] = usage
-                record["kl_total"] = to_plain(out.kl_losses.sum())
-                record.update({k: to_plain(v) for k, v in terms.items() if k not in ("objective", "total")})
-                record["learning_rate"] = self.optimizer.param_groups[0]["lr"]
-                record["images_per_second"] = round(interval_images / max(now - interval_start, 1e-9), 1)
-                record["skipped_images"] = self.skipped_images
-                interval_start, interval_images = now, 0
-                history.write(json.dumps(record) + "\n")
-                history.flush()
-                if cfg.logging.tensorboard:
-                    acc.log(flatten_scalars(record, "train/"), step=step)
-                progress.set_postfix(loss=f"{record['loss']:.1f}", tau=f"{record['temperature']:.3f}")
-            if step % cfg.logging.validate_every == 0:
-                result = self.validate() if is_main else None
-                result = broadcast_object(result)
-                self.plateau.step(result["loss"])
-                self.best_validation = min(self.best_validation, result["loss"])
-                if is_main:
-                    validation_log.write(json.dumps(result) + "\n")
-                    validation_log.flush()
-                    if cfg.logging.tensorboard:
-                        acc.log(flatten_scalars(result, "validation/"), step=step)
-                    save_reconstruction_grid(
-                        self.eval_model(), grid_images, self.output_dir / "grids" / f"{step:08d}.png"
-                    )
-            if step % cfg.logging.checkpoint_every == 0 or step == cfg.optimizer.max_steps:
-                self.save_checkpoint()
-        progress.close()
-        elapsed = time.perf_counter() - start
-        if is_main:
-            history.close()
-            validation_log.close()
-        result = self.finish(images_seen, elapsed) if is_main else {}
-        acc.wait_for_everyone()
-        acc.end_training()
-        return result
+    def progress_postfix(self, record: dict) -> dict:
+        return {"loss": f"{record['loss']:.1f}", "tau": f"{record['temperature']:.3f}"}
 
     def _global_usage(self, indices: list[torch.Tensor]) -> tuple[list[float], list[int]]:
-        """Per-layer perplexity and distinct codes of this step's batch over *all* processes."""
+        """Per-layer perplexity and distinct codes of this step's batch over *all* processes (a collective)."""
         perplexity, used = [], []
         for idx, size in zip(indices, self.unwrapped.codebook_sizes):
             counts = self.accelerator.reduce(torch.bincount(idx.flatten(), minlength=size), reduction="sum")
@@ -558,9 +298,48 @@ class Trainer:
             used.append(int(u))
         return perplexity, used
 
+    def on_fit_start(self) -> None:
+        if self.accelerator.is_main_process and self.unwrapped.config.quantizer == "sq":
+            regime = self.unwrapped.rate_regime(*self.validation_set[0][0].shape[-2:])
+            logger.info(
+                "rate regime: D/2 = %.0f nats per e-fold of MSE, KL_max = %.0f nats, rho = %.2f "
+                "(small rho: the ELBO keeps the codes soft)",
+                regime["half_dim"],
+                regime["kl_max"],
+                regime["rho"],
+            )
+
+    # -- evaluation ------------------------------------------------------------------------------------------
+    def _perceptual_for_metrics(self):
+        if self.perceptual is not None and self.config.losses.pretrained_lpips:
+            return self.perceptual
+        return None
+
+    def _evaluate(self, dataset, progress: bool = False):
+        return evaluate_reconstruction(
+            self.eval_model(),
+            DataLoader(dataset, batch_size=self.config.data.eval_batch_size, collate_fn=collate_images),
+            device=self.accelerator.device,
+            perceptual=self._perceptual_for_metrics(),
+            max_images=self.config.data.max_eval_images,
+            progress=progress,
+        )
+
+    def validate(self) -> dict:
+        return {"step": self.step, **self._evaluate(self.validation_set).to_dict()}
+
+    def on_validation(self, result: dict) -> None:
+        self.plateau.step(result["loss"])
+        self.best_validation = min(self.best_validation, result["loss"])
+
     def validation_set_images(self, count: int) -> torch.Tensor:
         items = [self.validation_set[i] for i in range(min(count, len(self.validation_set)))]
         return torch.stack([item[0] for item in items if item is not None]).to(self.accelerator.device)
+
+    def save_grid(self, path: Path) -> None:
+        save_reconstruction_grid(
+            self.eval_model(), self.validation_set_images(self.config.logging.grid_images), path
+        )
 
     def finish(self, images_seen: int, elapsed: float) -> dict:
         cfg = self.config
@@ -568,14 +347,7 @@ class Trainer:
         split, dataset = (
             ("test", self.test_set) if self.test_set is not None else ("validation", self.validation_set)
         )
-        metrics = evaluate_reconstruction(
-            model,
-            self._eval_loader(dataset),
-            device=self.accelerator.device,
-            perceptual=self._perceptual_for_metrics(),
-            max_images=cfg.data.max_eval_images,
-            progress=True,
-        )
+        metrics = self._evaluate(dataset, progress=True)
         result = {
             "split": split,
             **metrics.to_dict(),
@@ -590,15 +362,10 @@ class Trainer:
             "skipped_images": self.skipped_images,
             "weights": "ema" if self.ema is not None else "raw",
         }
-        (self.output_dir / "metrics.json").write_text(json.dumps(result, indent=2))
         self.unwrapped.save_pretrained(self.output_dir / "model")
         if self.ema is not None:
             self.ema.module.save_pretrained(self.output_dir / "model_ema")
-        save_reconstruction_grid(
-            model,
-            self.validation_set_images(cfg.logging.grid_images),
-            self.output_dir / "reconstructions.png",
-        )
+        self.save_grid(self.output_dir / "reconstructions.png")
         logger.info(
             "%s RMSE %.4f, perplexity %s -> %s", split, result["rmse"], result["perplexity"], self.output_dir
         )
@@ -606,11 +373,11 @@ class Trainer:
 
 
 def train(config: TrainConfig, resume: str | None = None) -> dict:
-    return Trainer(config, resume).fit()
+    return TokenizerTrainer(config, resume).fit()
 
 
 def main(argv=None) -> dict:
-    return training_command(TrainConfig, Trainer, __doc__, "configs/tokenizer/*.yaml", argv)
+    return training_command(TrainConfig, TokenizerTrainer, __doc__, "configs/tokenizer/*.yaml", argv)
 
 
 if __name__ == "__main__":

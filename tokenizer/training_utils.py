@@ -1,4 +1,4 @@
-"""Helpers shared by both training entry points (tokenizer/train.py, prior/train.py).
+"""Building blocks of the shared training loop (``tokenizer.trainer.BaseTrainer``).
 
 - ``ResumableSampler``: a per-epoch seeded shuffle, sharded by rank, that can restart mid-epoch.
 - ``CheckpointManager``: periodic, atomic, rotated checkpoints with a ``latest`` pointer.

@@ -9,6 +9,7 @@ import torch
 
 import eval.fid as fid
 from eval.inception import resolve_inception_weights
+from tokenizer.data import load_data_config
 
 
 class StubExtractor:
@@ -77,7 +78,7 @@ def data_yaml(tmp_path: Path, idx_dataset) -> Path:
 def test_reference_statistics_are_cached_by_protocol(tmp_path, idx_dataset, monkeypatch):
     monkeypatch.setenv("HQVAE_CACHE", str(tmp_path / "cache"))
     extractor = StubExtractor()
-    data = fid.load_data_config(data_yaml(tmp_path, idx_dataset))
+    data = load_data_config(data_yaml(tmp_path, idx_dataset))
     stats, features, protocol = fid.reference_features(extractor, data, "test", 1, None, 8)
     calls = extractor.calls
     assert calls == 4 and features.shape == (32, 8) and protocol["items"] == 32
@@ -190,3 +191,21 @@ def test_rate_distortion_sweep_and_plot(tmp_path, idx_dataset):
     assert [r["layers"] for r in layers] == [1, 2]
     with pytest.raises(ValueError, match="exactly one"):
         rd_main(["sweep", "--config", config, "--output", str(tmp_path / "x")])
+
+
+def test_rate_distortion_rate_uses_the_models_own_latent_shapes(tmp_path):
+    """A run config that leaves num_stem_downsamples (and other arguments) at the model's defaults: the rate
+    must come from HQVAE's own latent shapes, not from defaults re-derived in eval/."""
+    import yaml
+
+    from eval.rate_distortion import describe_run
+    from tokenizer.model import HQVAE
+
+    model = {"in_channels": 1, "hidden_channels": 8, "embedding_dim": 4, "codebook_sizes": 16}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"model": model, "data": {"image_size": 32}}))
+    (tmp_path / "metrics.json").write_text(json.dumps({"steps": 3, "rmse": 0.1}))
+    row = describe_run(tmp_path)
+    reference = HQVAE(**model)
+    expected = sum(h * w * math.log2(16) for h, w in reference.latent_shapes(32, 32))
+    assert row["bits_per_image"] == pytest.approx(expected)
+    assert row["family"] == ("SQ-VAE-2" if len(reference.config.layers_per_resolution) > 1 else "SQ-VAE")

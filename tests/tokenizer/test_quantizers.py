@@ -10,7 +10,25 @@ from tokenizer import (
     VectorQuantizer,
     perplexity_from_indices,
 )
-from tokenizer.quantizers import _StochasticQuantize, stochastic_quantize_reference
+from tokenizer.quantizers import _StochasticQuantize
+
+
+def stochastic_quantize_reference(
+    z: torch.Tensor,
+    codebook: torch.Tensor,
+    log_variance: torch.Tensor,
+    temperature: float,
+    gumbel: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Plain-autograd SQ (the readable definition), used to test the fused version. gumbel=None: argmax."""
+    logits = -((z.unsqueeze(1) - codebook.unsqueeze(0)) ** 2).sum(-1) / (2 * log_variance.exp())
+    log_probs = torch.log_softmax(logits, -1)
+    entropy = -(log_probs.exp() * log_probs).sum(-1)
+    indices = logits.argmax(-1)
+    if gumbel is None:
+        return codebook[indices], indices, entropy
+    weights = torch.softmax((logits + gumbel) / temperature, -1)
+    return weights @ codebook, indices, entropy
 
 
 def _inputs(n=37, k=11, d=5, seed=0):

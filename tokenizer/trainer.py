@@ -1,0 +1,334 @@
+"""The one training loop of both stages: ``BaseTrainer``, subclassed by ``tokenizer.train.TokenizerTrainer``
+and ``prior.train.PriorTrainer``.
+
+The loop owns everything that does not depend on what is trained: the accelerate set-up, seeding, the
+resumable data order, gradient accumulation and clipping, the finiteness check, weight EMA, the logging /
+validation / checkpoint cadence, exact resume and the finish. A stage supplies a few hooks:
+
+================================  =============================================================================
+``build()``                       model, datasets, sampler and optimizer (+ its schedules and extra modules)
+``device_batch(raw)``             a collated batch on the device (None skips it)
+``compute_loss(batch)``           the loss of one micro-batch and its named terms (the model owns the objective)
+``after_micro_step``/``after_step``  e.g. the discriminator update, the temperature or LR schedule
+``log_record(out, terms)``        the scalars of a history line (runs on every process: collectives allowed)
+``validate()``/``on_validation``  validation metrics (main process) and what the stage does with them
+``save_grid(path)``               the periodic image grid
+``finish(items, seconds)``        final artefacts; returns the result that ``metrics.json`` records
+================================  =============================================================================
+
+``metrics.json`` is written last, after every other artefact: a run folder holding it is complete
+(``is_finished``), and ``train_or_resume`` reads it back instead of training again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from tokenizer.training_utils import (
+    CheckpointManager,
+    ResumableSampler,
+    broadcast_object,
+    check_finite,
+    ema_model,
+    flatten_scalars,
+    load_training_state,
+    save_training_state,
+    start_run_logs,
+    to_plain,
+    update_ema,
+)
+
+logger = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.json"
+
+
+@dataclass
+class LoggingConfig:
+    log_every: int = 100
+    validate_every: int = 1000
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 2
+    tensorboard: bool = True
+    grid_images: int = 32  # tokenizer reconstruction grids only (prior grids: sampling.samples_per_class)
+
+
+def is_finished(run_dir: str | Path) -> bool:
+    """Whether a run folder is complete (its ``metrics.json``, written last, exists)."""
+    return (Path(run_dir) / METRICS_FILE).exists()
+
+
+class BaseTrainer:
+    """The shared loop; see the module docstring for the hooks a stage implements."""
+
+    unit = "items"  # what a batch holds, for throughput logs ("images" for the tokenizer)
+    generator_name = "train"  # the name of the loop's generator in checkpoints
+    progress_desc = "train"
+
+    def __init__(self, config, resume: str | None = None):
+        from accelerate import Accelerator
+
+        self.config = config
+        if config.num_threads:
+            torch.set_num_threads(config.num_threads)
+        self.output_dir = Path(config.output_dir)
+        self.accelerator = acc = Accelerator(
+            mixed_precision=config.mixed_precision,
+            gradient_accumulation_steps=config.optimizer.gradient_accumulation_steps,
+            log_with="tensorboard" if config.logging.tensorboard else None,
+            project_dir=str(self.output_dir),
+        )
+        self.build()
+        self.model, self.optimizer = acc.prepare(self.model, self.optimizer)
+        self.unwrapped = acc.unwrap_model(self.model)
+        decay = config.optimizer.ema_decay
+        self.ema = ema_model(self.unwrapped, decay) if decay else None
+        # One generator for the stochastic parts of a step (Gumbel noise, masks, class dropout, crops).
+        self.generator = torch.Generator(device=acc.device).manual_seed(
+            config.seed * 7919 + acc.process_index
+        )
+        self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
+        self.checkpoints = CheckpointManager(self.output_dir / "checkpoints", config.logging.keep_checkpoints)
+        if resume is not None:
+            self.load_checkpoint(self.checkpoints.resolve(resume))
+
+    @classmethod
+    def train_or_resume(cls, config) -> dict:
+        """A finished run's metrics read back; a killed run resumed from its newest checkpoint; else trained."""
+        out = Path(config.output_dir)
+        if is_finished(out):
+            logger.info("already trained: %s", out)
+            return json.loads((out / METRICS_FILE).read_text())
+        resume = "latest" if CheckpointManager(out / "checkpoints").latest() is not None else None
+        return cls(config, resume).fit()
+
+    # -- set-up helpers for build() --------------------------------------------------------------------------
+    def seeded_model(self, factory):
+        """``factory()`` under the run's seed (identical initial weights on every process); afterwards the
+        global RNG is seeded per process."""
+        from accelerate.utils import set_seed
+
+        set_seed(self.config.seed)
+        model = factory()
+        set_seed(self.config.seed + self.accelerator.process_index)
+        return model
+
+    def make_sampler(self, num_items: int) -> ResumableSampler:
+        acc, cfg = self.accelerator, self.config
+        sampler = ResumableSampler(num_items, cfg.seed, acc.process_index, acc.num_processes)
+        per_step = cfg.data.batch_size * cfg.optimizer.gradient_accumulation_steps
+        if len(sampler) < per_step:
+            raise ValueError(
+                f"each process gets {len(sampler)} training {self.unit}, fewer than one step's {per_step} "
+                "(data.batch_size x optimizer.gradient_accumulation_steps)"
+            )
+        return sampler
+
+    # -- hooks -----------------------------------------------------------------------------------------------
+    def build(self) -> None:
+        """Sets ``model``, ``train_set``, ``validation_set``, ``sampler``, ``optimizer`` (and stage extras)."""
+        raise NotImplementedError
+
+    collate_fn = None
+
+    def device_batch(self, raw):
+        raise NotImplementedError
+
+    def compute_loss(self, batch) -> tuple[torch.Tensor, dict, object]:
+        """(loss to backpropagate, named terms for the finiteness check and logs, the model output)."""
+        raise NotImplementedError
+
+    def after_micro_step(self, batch, out, terms: dict) -> None:
+        pass
+
+    def after_step(self) -> None:
+        pass
+
+    def extra_stateful(self) -> dict:
+        """Stage objects with ``state_dict()`` saved in checkpoints besides model, optimizer and EMA."""
+        return {}
+
+    def extra_progress(self) -> dict:
+        return {}
+
+    def load_extra_progress(self, progress: dict) -> None:
+        pass
+
+    def log_record(self, out, terms: dict) -> dict:
+        return {k: to_plain(v) for k, v in terms.items()}
+
+    def progress_postfix(self, record: dict) -> dict:
+        return {"loss": f"{record['loss']:.3f}"}
+
+    def validates_at(self, step: int) -> bool:
+        return step % self.config.logging.validate_every == 0
+
+    def validate(self) -> dict:
+        raise NotImplementedError
+
+    def on_validation(self, result: dict) -> None:
+        pass
+
+    def save_grid(self, path: Path) -> None:
+        pass
+
+    def on_fit_start(self) -> None:
+        pass
+
+    def finish(self, items: int, elapsed: float) -> dict:
+        raise NotImplementedError
+
+    # -- data ------------------------------------------------------------------------------------------------
+    def batches(self):
+        """Endless device batches; (epoch, batch_in_epoch) is the exact data position saved in checkpoints."""
+        cfg = self.config
+        while True:
+            self.sampler.set_position(self.epoch, self.batch_in_epoch * cfg.data.batch_size)
+            loader = DataLoader(
+                self.train_set,
+                batch_size=cfg.data.batch_size,
+                sampler=self.sampler,
+                drop_last=True,
+                num_workers=cfg.data.num_workers,
+                collate_fn=self.collate_fn,
+                # its own generator: creating an iterator must not consume the global RNG (exact resume)
+                generator=torch.Generator().manual_seed(cfg.seed),
+            )
+            for raw in loader:
+                self.batch_in_epoch += 1
+                batch = self.device_batch(raw)
+                if batch is not None:
+                    yield batch
+            self.epoch += 1
+            self.batch_in_epoch = 0
+
+    # -- checkpoints -----------------------------------------------------------------------------------------
+    def _stateful(self) -> dict:
+        return {
+            "model": self.unwrapped,
+            "optimizer": self.optimizer,
+            "ema": self.ema,
+            **self.extra_stateful(),
+        }
+
+    def save_checkpoint(self) -> None:
+        progress = {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch}
+        progress.update(self.extra_progress())
+        save_training_state(
+            self.checkpoints,
+            self.accelerator,
+            self.step,
+            self._stateful(),
+            progress,
+            {self.generator_name: self.generator},
+        )
+
+    def load_checkpoint(self, path: Path) -> None:
+        progress = load_training_state(
+            path, self.accelerator, self._stateful(), {self.generator_name: self.generator}
+        )
+        self.step, self.epoch = progress["step"], progress["epoch"]
+        self.batch_in_epoch = progress["batch_in_epoch"]
+        self.load_extra_progress(progress)
+
+    # -- one step --------------------------------------------------------------------------------------------
+    def train_step(self, batches) -> tuple[object, dict]:
+        acc, opt = self.accelerator, self.config.optimizer
+        for _ in range(opt.gradient_accumulation_steps):
+            batch = next(batches)
+            with acc.accumulate(self.model):
+                loss, terms, out = self.compute_loss(batch)
+                check_finite(self.step, terms)
+                acc.backward(loss)
+                if acc.sync_gradients and opt.grad_clip_norm:
+                    acc.clip_grad_norm_(self.model.parameters(), opt.grad_clip_norm)
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+            self.after_micro_step(batch, out, terms)
+        self.after_step()
+        if self.ema is not None:
+            update_ema(self.ema, self.unwrapped)
+        self.step += 1
+        return out, terms
+
+    def eval_model(self):
+        return self.ema.module if self.ema is not None else self.unwrapped
+
+    # -- the loop --------------------------------------------------------------------------------------------
+    def fit(self) -> dict:
+        acc, cfg = self.accelerator, self.config
+        is_main = acc.is_main_process
+        max_steps = cfg.optimizer.max_steps
+        history, validation_log = start_run_logs(
+            acc, self.output_dir, cfg, self.step, cfg.logging.tensorboard, max_steps
+        )
+        self.on_fit_start()
+        batches = self.batches()
+        progress = tqdm(
+            total=max_steps,
+            initial=self.step,
+            desc=self.progress_desc,
+            disable=not is_main,
+            dynamic_ncols=True,
+        )
+        per_step = cfg.data.batch_size * cfg.optimizer.gradient_accumulation_steps * acc.num_processes
+        start = interval_start = time.perf_counter()
+        items = interval_items = 0
+        self.model.train()
+        while self.step < max_steps:
+            out, terms = self.train_step(batches)
+            items += per_step
+            interval_items += per_step
+            progress.update(1)
+            step = self.step
+            if step % cfg.logging.log_every == 0 or step in (1, max_steps):
+                record = {"step": step, **self.log_record(out, terms)}  # every process (collectives)
+                if is_main:
+                    now = time.perf_counter()
+                    record["learning_rate"] = self.optimizer.param_groups[0]["lr"]
+                    record[f"{self.unit}_per_second"] = round(
+                        interval_items / max(now - interval_start, 1e-9), 1
+                    )
+                    interval_start, interval_items = now, 0
+                    history.write(json.dumps(record) + "\n")
+                    history.flush()
+                    if cfg.logging.tensorboard:
+                        acc.log(flatten_scalars(record, "train/"), step=step)
+                    progress.set_postfix(**self.progress_postfix(record))
+            if self.validates_at(step):
+                result = broadcast_object(self.validate() if is_main else None)
+                self.on_validation(result)
+                if is_main:
+                    validation_log.write(json.dumps(result) + "\n")
+                    validation_log.flush()
+                    if cfg.logging.tensorboard:
+                        acc.log(flatten_scalars(result, "validation/"), step=step)
+                    self.save_grid(self.output_dir / "grids" / f"{step:08d}.png")
+            if step % cfg.logging.checkpoint_every == 0 or step == max_steps:
+                self.save_checkpoint()
+        progress.close()
+        elapsed = time.perf_counter() - start
+        result = {}
+        if is_main:
+            history.close()
+            validation_log.close()
+            result = self.finish(items, elapsed)
+            self.write_metrics(result)
+        acc.wait_for_everyone()
+        acc.end_training()
+        return result
+
+    def write_metrics(self, result: dict) -> None:
+        """``metrics.json``, atomically and last: its presence marks the run folder complete."""
+        path = self.output_dir / METRICS_FILE
+        temporary = path.with_name(METRICS_FILE + ".tmp")
+        temporary.write_text(json.dumps(result, indent=2))
+        temporary.replace(path)
