@@ -22,7 +22,6 @@ from diffusers.utils import BaseOutput
 
 from prior.masked import MaskedPriorStack
 from prior.rq_transformer import RQTransformer
-from prior.sampling import check_guidance, guidance_at, sample_masked, sample_rq
 from prior.scheduler import MaskedTokenScheduler
 from tokenizer.model import HQVAE
 
@@ -109,11 +108,7 @@ class HQVAEPipeline(DiffusionPipeline):
     # -- labels ----------------------------------------------------------------------------------------------
     @property
     def num_classes(self) -> int:
-        return (
-            self.prior.num_classes
-            if isinstance(self.prior, MaskedPriorStack)
-            else self.prior.config.num_classes
-        )
+        return self.prior.num_classes
 
     def get_label_ids(self, label: str | list[str]) -> list[int]:
         """Class ids of label names (``id2label``'s names and synonyms)."""
@@ -157,62 +152,12 @@ class HQVAEPipeline(DiffusionPipeline):
         seeds = torch.randint(0, 2**62, (total,), generator=generator, device=device).cpu()
         return [torch.Generator().manual_seed(int(s)) for s in seeds]
 
-    @staticmethod
-    def _per_level(value, levels: int, name: str) -> list:
-        if isinstance(value, (list, tuple)):
-            if len(value) != levels:
-                raise ValueError(f"{name} must be one value or {levels} (one per level), got {len(value)}")
-            return list(value)
-        return [value] * levels
-
-    def _sample_chunk(self, labels, generators, num_levels, settings) -> list[torch.Tensor]:
-        device = self._execution_device
-        labels = None if labels is None else torch.tensor(labels, device=device)
-        batch = len(generators)
-        if isinstance(self.prior, RQTransformer):
-            codes = sample_rq(
-                self.prior,
-                labels,
-                guidance_scale=settings["guidance_scale"][0],
-                temperature=settings["temperature"],
-                top_k=settings["top_k"],
-                top_p=settings["top_p"],
-                generator=generators,
-                use_cache=settings["use_cache"],
-                batch_size=batch,
-            )
-            return list(codes.unbind(-1))[:num_levels]
-        codes = []
-        for level in range(num_levels):
-            prior = self.prior.levels[level]
-            overrides = {"mask_token_id": prior.mask_token_id}
-            if settings["choice_temperature"] is not None:
-                overrides["choice_temperature"] = settings["choice_temperature"]
-            scheduler = MaskedTokenScheduler.from_config(self.scheduler.config, **overrides)
-            codes.append(
-                sample_masked(
-                    prior,
-                    scheduler,
-                    labels,
-                    list(codes),
-                    num_inference_steps=settings["num_inference_steps"][level],
-                    guidance_scale=settings["guidance_scale"][level],
-                    guidance_schedule=settings["guidance_schedule"],
-                    temperature=settings["temperature"][level],
-                    top_k=settings["top_k"][level],
-                    top_p=settings["top_p"][level],
-                    generator=generators,
-                    batch_size=batch,
-                )
-            )
-        return codes
-
     @torch.no_grad()
     def __call__(
         self,
         class_labels: int | str | list[int | str] | torch.Tensor | None = None,
         num_images_per_label: int = 1,
-        num_inference_steps: int | list[int] = 12,
+        num_inference_steps: int | list[int] | None = None,
         guidance_scale: float | list[float] = 1.0,
         guidance_schedule: str = "constant",
         temperature: float | list[float] = 1.0,
@@ -232,7 +177,7 @@ class HQVAEPipeline(DiffusionPipeline):
         Args:
             class_labels: class ids or names (``get_label_ids``); None for an unconditional prior
                 (then ``num_images_per_label`` images are drawn).
-            num_inference_steps: MaskGIT decoding steps, one value or one per level (masked priors).
+            num_inference_steps: MaskGIT decoding steps, one value or one per level (masked priors; None: 12).
             guidance_scale: classifier-free guidance s >= 0 (1 = none, 0 = unconditional), one value or one per
                 level; ``guidance_schedule``: "constant", "linear" (Muse) or "cosine" ramp to s (masked priors).
             temperature, top_k, top_p: code sampling, one value or one per level (per depth for RQ).
@@ -248,45 +193,40 @@ class HQVAEPipeline(DiffusionPipeline):
             raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
         labels = self._class_ids(class_labels, num_images_per_label)
         total = len(labels) if labels is not None else num_images_per_label
-        layers = self.hqvae.num_layers
-        num_levels = layers if num_levels is None else num_levels
-        if not isinstance(num_levels, int) or not 1 <= num_levels <= layers:
-            raise ValueError(f"num_levels must be an integer in [1, {layers}], got {num_levels!r}")
         if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
             raise ValueError(f"batch_size must be an integer >= 1 or None, got {batch_size!r}")
-        levels = layers if isinstance(self.prior, MaskedPriorStack) else 1
-        settings = {
-            "num_inference_steps": self._per_level(num_inference_steps, levels, "num_inference_steps"),
-            "guidance_scale": self._per_level(guidance_scale, levels, "guidance_scale"),
-            "guidance_schedule": guidance_schedule,
-            "choice_temperature": choice_temperature,
-            "use_cache": use_cache,
-        }
-        for steps in settings["num_inference_steps"]:
-            if not isinstance(steps, int) or steps < 1:
-                raise ValueError(f"num_inference_steps must be an integer >= 1, got {steps!r}")
-        for scale in settings["guidance_scale"]:
-            check_guidance(scale, self.num_classes)
-        guidance_at(0, 1, 1.0, guidance_schedule)  # validates the schedule's name
-        if isinstance(self.prior, MaskedPriorStack):
-            settings.update(
-                temperature=self._per_level(temperature, levels, "temperature"),
-                top_k=self._per_level(top_k, levels, "top_k"),
-                top_p=self._per_level(top_p, levels, "top_p"),
-            )
-        else:  # per depth (or one value), checked by sample_rq
-            settings.update(temperature=temperature, top_k=top_k, top_p=top_p)
-
+        settings = dict(
+            num_levels=num_levels,
+            scheduler=self.scheduler,
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            guidance_schedule=guidance_schedule,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            choice_temperature=choice_temperature,
+            use_cache=use_cache,
+        )
         generators = self._generators(generator, total)
         chunk = batch_size or total
         codes: list[list[torch.Tensor]] = []
         with self.progress_bar(total=total) as progress:
             for start in range(0, total, chunk):
                 stop = min(start + chunk, total)
-                part = None if labels is None else labels[start:stop]
-                codes.append(self._sample_chunk(part, generators[start:stop], num_levels, settings))
+                part = (
+                    None
+                    if labels is None
+                    else torch.tensor(labels[start:stop], device=self._execution_device)
+                )
+                # one call: the prior family owns its decoding (MaskGIT schedule per level, or the RQ stack)
+                codes.append(
+                    self.prior.sample(
+                        part, generator=generators[start:stop], batch_size=stop - start, **settings
+                    )
+                )
                 progress.update(stop - start)
         codes = [torch.cat(layer) for layer in zip(*codes)]
+        num_levels = len(codes)
 
         images = None
         if output_type != "codes":

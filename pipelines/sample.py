@@ -20,7 +20,6 @@ def main(argv=None) -> dict:
     from torchvision.utils import save_image
 
     from pipelines import HQVAEPipeline
-    from prior import MaskedPriorStack
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -28,7 +27,13 @@ def main(argv=None) -> dict:
     parser.add_argument("--output", required=True, help="PNG file")
     parser.add_argument("--labels", nargs="+", default=None, help="class names or ids (default: all classes)")
     parser.add_argument("--per-label", type=int, default=8)
-    parser.add_argument("--num-inference-steps", type=int, nargs="+", default=[12])
+    parser.add_argument(
+        "--num-inference-steps",
+        type=int,
+        nargs="+",
+        default=None,
+        help="masked priors: one or one per level (12)",
+    )
     parser.add_argument("--guidance-scale", type=float, nargs="+", default=[1.0])
     parser.add_argument("--guidance-schedule", default="constant")
     parser.add_argument("--temperature", type=float, default=1.0)
@@ -46,13 +51,11 @@ def main(argv=None) -> dict:
         labels = [int(x) if x.isdigit() else x for x in labels]
     elif pipe.num_classes:
         labels = list(range(pipe.num_classes))
-    kwargs = {}
-    if isinstance(pipe.prior, MaskedPriorStack):  # MaskGIT settings; the RQ-Transformer has none
-        steps = args.num_inference_steps
-        kwargs = {
-            "num_inference_steps": steps[0] if len(steps) == 1 else steps,
-            "guidance_schedule": args.guidance_schedule,
-        }
+    steps = args.num_inference_steps
+    kwargs = {  # MaskGIT settings; the RQ-Transformer accepts and ignores them
+        "num_inference_steps": steps[0] if steps and len(steps) == 1 else steps,
+        "guidance_schedule": args.guidance_schedule,
+    }
     scale = args.guidance_scale
     start = time.perf_counter()
     images = pipe(

@@ -4,7 +4,9 @@
   class for classifier-free guidance, the finer level conditioned on the coarser levels' codes;
 - ``RQTransformer``: spatial + depth transformers over the residual code stacks of an RSQ-VAE / RQ-VAE;
 - ``MaskedTokenScheduler``: MaskGIT's iterative parallel decoding as a diffusers scheduler;
-- ``sample_masked`` / ``sample_rq``: the sampling loops; ``CodeDataset``: codes written by ``prior/extract.py``.
+- ``.sample(class_labels, ...)``: one entry point per prior family (``MaskedPriorStack``, ``MaskedTokenTransformer``,
+  ``RQTransformer``), owning its decoding schedule; ``sample_masked`` / ``sample_rq`` are the loops underneath;
+- ``CodeDataset``: codes written by ``prior/extract.py``.
 """
 
 from .codes import CodeDataset, collate_codes

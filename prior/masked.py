@@ -256,6 +256,64 @@ class MaskedTokenTransformer(ModelMixin, ConfigMixin):
         tokens = codes.masked_fill(mask, self.mask_token_id)
         return tokens, training_class_labels(self, class_labels, batch, codes.device, generator)
 
+    # -- sampling --------------------------------------------------------------------------------------------
+    def make_scheduler(self, choice_temperature: float | None = None):
+        """The MaskGIT scheduler of this prior, on the masking schedule it was trained with (one definition)."""
+        from prior.scheduler import MaskedTokenScheduler
+
+        extra = {} if choice_temperature is None else {"choice_temperature": choice_temperature}
+        return MaskedTokenScheduler(self.mask_token_id, self.config.masking_schedule, **extra)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        class_labels: torch.Tensor | None = None,
+        condition: list[torch.Tensor] | None = None,
+        *,
+        scheduler=None,
+        num_inference_steps: int | None = None,
+        guidance_scale: float = 1.0,
+        guidance_schedule: str = "constant",
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        choice_temperature: float | None = None,
+        generator=None,
+        batch_size: int | None = None,
+        progress: bool = False,
+    ) -> torch.Tensor:
+        """Codes (B, h, w) of this level by MaskGIT decoding, given the class and the coarser levels' codes.
+
+        ``scheduler``: a ``MaskedTokenScheduler`` (or its config) whose settings to use (its mask token is this
+        prior's); None builds ``make_scheduler()``. ``choice_temperature`` overrides the scheduler's.
+        ``num_inference_steps``: None = 12."""
+        from prior.sampling import sample_masked
+        from prior.scheduler import MaskedTokenScheduler
+
+        if scheduler is None:
+            scheduler = self.make_scheduler(choice_temperature)
+        else:
+            config = scheduler.config if isinstance(scheduler, MaskedTokenScheduler) else scheduler
+            overrides = {"mask_token_id": self.mask_token_id}
+            if choice_temperature is not None:
+                overrides["choice_temperature"] = choice_temperature
+            scheduler = MaskedTokenScheduler.from_config(config, **overrides)
+        return sample_masked(
+            self,
+            scheduler,
+            class_labels,
+            condition,
+            num_inference_steps=12 if num_inference_steps is None else num_inference_steps,
+            guidance_scale=guidance_scale,
+            guidance_schedule=guidance_schedule,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            generator=generator,
+            batch_size=batch_size,
+            progress=progress,
+        )
+
 
 class MaskedPriorStack(ModelMixin, ConfigMixin):
     """The masked priors of every code level, coarsest first, as one model (one ``HQVAEPipeline`` component).
@@ -297,3 +355,70 @@ class MaskedPriorStack(ModelMixin, ConfigMixin):
     @property
     def num_classes(self) -> int:
         return self.levels[0].config.num_classes
+
+    @torch.no_grad()
+    def sample(
+        self,
+        class_labels: torch.Tensor | None = None,
+        *,
+        num_levels: int | None = None,
+        scheduler=None,
+        num_inference_steps: int | list[int] | None = None,
+        guidance_scale: float | list[float] = 1.0,
+        guidance_schedule: str = "constant",
+        temperature: float | list[float] = 1.0,
+        top_k: int | None | list[int | None] = None,
+        top_p: float | None | list[float | None] = None,
+        choice_temperature: float | None = None,
+        generator=None,
+        batch_size: int | None = None,
+        use_cache: bool = True,
+        progress: bool = False,
+    ) -> list[torch.Tensor]:
+        """Codes of the top ``num_levels`` levels (all by default), coarse to fine, each level conditioned on
+        the class and the levels sampled before it. Every setting is one value or a list with one per level.
+        ``use_cache`` is the RQ-Transformer's switch (accepted so both prior families share one signature; a
+        masked prior has no cache)."""
+        from prior.sampling import check_decoding_settings
+
+        levels = len(self.levels)
+        num_levels = levels if num_levels is None else num_levels
+        if not isinstance(num_levels, int) or not 1 <= num_levels <= levels:
+            raise ValueError(f"num_levels must be an integer in [1, {levels}], got {num_levels!r}")
+        per_level = {
+            name: per_level_values(value, levels, name)
+            for name, value in (
+                ("num_inference_steps", num_inference_steps),
+                ("guidance_scale", guidance_scale),
+                ("temperature", temperature),
+                ("top_k", top_k),
+                ("top_p", top_p),
+            )
+        }
+        check_decoding_settings(num_inference_steps, guidance_schedule)
+        codes: list[torch.Tensor] = []
+        for level in range(num_levels):
+            settings = {name: values[level] for name, values in per_level.items()}
+            codes.append(
+                self.levels[level].sample(
+                    class_labels,
+                    list(codes),
+                    scheduler=scheduler,
+                    guidance_schedule=guidance_schedule,
+                    choice_temperature=choice_temperature,
+                    generator=generator,
+                    batch_size=batch_size,
+                    progress=progress,
+                    **settings,
+                )
+            )
+        return codes
+
+
+def per_level_values(value, levels: int, name: str) -> list:
+    """``value`` for each of ``levels`` levels: a list must have one entry per level; anything else repeats."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != levels:
+            raise ValueError(f"{name} must be one value or {levels} (one per level), got {len(value)}")
+        return list(value)
+    return [value] * levels

@@ -164,6 +164,63 @@ class RQTransformer(ModelMixin, ConfigMixin):
         x = torch.cat(parts, dim=-2)
         return x + self.depth_position[: x.shape[-2]]
 
+    @property
+    def num_classes(self) -> int:
+        return self.config.num_classes
+
+    @torch.no_grad()
+    def sample(
+        self,
+        class_labels: torch.Tensor | None = None,
+        condition: list[torch.Tensor] | None = None,
+        *,
+        num_levels: int | None = None,
+        guidance_scale: float = 1.0,
+        temperature: float | list[float] = 1.0,
+        top_k: int | None | list[int | None] = None,
+        top_p: float | None | list[float | None] = None,
+        generator=None,
+        batch_size: int | None = None,
+        use_cache: bool = True,
+        progress: bool = False,
+        scheduler=None,
+        num_inference_steps: int | list[int] | None = None,
+        guidance_schedule: str = "constant",
+        choice_temperature: float | None = None,
+    ) -> list[torch.Tensor]:
+        """Codes of every depth, (B, h, w) each (the top ``num_levels`` kept), sampled position by position and
+        depth by depth; ``temperature``/``top_k``/``top_p`` are one value or one per depth.
+
+        The RQ-Transformer models every level at once, so ``condition`` must be empty; ``scheduler``,
+        ``num_inference_steps``, ``guidance_schedule`` and ``choice_temperature`` are masked-prior settings,
+        accepted so both prior families share one signature, checked, and unused."""
+        from prior.sampling import check_decoding_settings, sample_rq
+
+        check_decoding_settings(num_inference_steps, guidance_schedule)
+        if condition:
+            raise ValueError("the RQ-Transformer samples every level itself; condition must be empty")
+        depth = self.config.depth
+        num_levels = depth if num_levels is None else num_levels
+        if not isinstance(num_levels, int) or not 1 <= num_levels <= depth:
+            raise ValueError(f"num_levels must be an integer in [1, {depth}], got {num_levels!r}")
+        if isinstance(guidance_scale, (list, tuple)):  # one value per level, as for masked priors
+            if len(set(guidance_scale)) != 1:
+                raise ValueError(f"the RQ-Transformer takes one guidance_scale, got {list(guidance_scale)}")
+            guidance_scale = guidance_scale[0]
+        codes = sample_rq(
+            self,
+            class_labels,
+            guidance_scale=guidance_scale,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            generator=generator,
+            use_cache=use_cache,
+            batch_size=batch_size,
+            progress=progress,
+        )
+        return list(codes.unbind(-1))[:num_levels]
+
     # -- training forward ------------------------------------------------------------------------------------
     def forward(
         self,

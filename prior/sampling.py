@@ -42,6 +42,16 @@ def check_guidance(guidance_scale: float, num_classes: int) -> None:
         raise ValueError("guidance_scale != 1 needs a class-conditional prior (this one has num_classes=0)")
 
 
+def check_decoding_settings(num_inference_steps, guidance_schedule: str) -> None:
+    """MaskGIT decoding settings (one value or one per level), checked by every prior family alike, so that a
+    bad value is an error even where a family does not use it."""
+    steps = num_inference_steps if isinstance(num_inference_steps, (list, tuple)) else [num_inference_steps]
+    for value in steps:
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"num_inference_steps must be an integer >= 1, got {value!r}")
+    guidance_at(0, 1, 1.0, guidance_schedule)  # validates the schedule's name
+
+
 def guided(logits_fn, batch: int, scale: float):
     """Runs ``logits_fn(doubled)`` once on [cond; uncond] when guiding and mixes the halves."""
     if scale == 1.0:

@@ -33,8 +33,6 @@ from torch.utils.data import DataLoader
 from prior.codes import CodeDataset, collate_codes, read_meta
 from prior.masked import MaskedTokenTransformer
 from prior.rq_transformer import RQTransformer
-from prior.sampling import sample_masked, sample_rq
-from prior.scheduler import MaskedTokenScheduler
 from tokenizer.config import check_kwargs, check_positive, to_dict
 from tokenizer.trainer import BaseTrainer, LoggingConfig
 from tokenizer.training_utils import fused_optimizer_supported, training_command
@@ -90,7 +88,6 @@ class SamplingConfig:
     guidance_schedule: Literal["constant", "linear", "cosine"] = "constant"
     temperature: float = 1.0
     choice_temperature: float = 4.5  # masked prior (MaskGIT)
-    masking_schedule: Literal["cosine", "linear", "square"] = "cosine"
     top_k: int | None = None
     top_p: float | None = None
     samples_per_class: int = 8
@@ -355,37 +352,24 @@ class PriorTrainer(BaseTrainer):
         """Codes of the grid's images, top level first (the modelled level last for a masked prior)."""
         s = self.config.sampling
         device = self.accelerator.device
+        condition = [c.to(device) for c in condition]
         labels = labels.to(device) if self.num_classes else None
         batch = len(condition[0]) if condition else None
         batch = batch or (labels.shape[0] if labels is not None else s.samples_per_class)
-        if self.config.prior == "masked":
-            scheduler = MaskedTokenScheduler(model.mask_token_id, s.masking_schedule, s.choice_temperature)
-            sampled = sample_masked(
-                model,
-                scheduler,
-                labels,
-                [c.to(device) for c in condition],
-                num_inference_steps=s.num_inference_steps,
-                guidance_scale=s.guidance_scale if self.num_classes else 1.0,
-                guidance_schedule=s.guidance_schedule,
-                temperature=s.temperature,
-                top_k=s.top_k,
-                top_p=s.top_p,
-                generator=generator,
-                batch_size=batch,
-            )
-            return [c.to(device) for c in condition] + [sampled]
-        sampled = sample_rq(
-            model,
+        sampled = model.sample(
             labels,
+            condition,
+            num_inference_steps=s.num_inference_steps,
             guidance_scale=s.guidance_scale if self.num_classes else 1.0,
+            guidance_schedule=s.guidance_schedule,
             temperature=s.temperature,
             top_k=s.top_k,
             top_p=s.top_p,
+            choice_temperature=s.choice_temperature,
             generator=generator,
             batch_size=batch,
         )
-        return list(sampled.unbind(-1))
+        return sampled if isinstance(sampled, list) else condition + [sampled]
 
     def save_grid(self, path: Path) -> None:
         from torchvision.utils import save_image
@@ -409,11 +393,9 @@ class PriorTrainer(BaseTrainer):
         self.unwrapped.save_pretrained(self.output_dir / "model")
         if self.ema is not None:
             self.ema.module.save_pretrained(self.output_dir / "model_ema")
-        if cfg.prior == "masked":
-            s = cfg.sampling
-            MaskedTokenScheduler(
-                self.unwrapped.mask_token_id, s.masking_schedule, s.choice_temperature
-            ).save_pretrained(self.output_dir / "scheduler")
+        if cfg.prior == "masked":  # the sampling scheduler, on the prior's own masking schedule
+            scheduler = self.unwrapped.make_scheduler(cfg.sampling.choice_temperature)
+            scheduler.save_pretrained(self.output_dir / "scheduler")
         codes_meta = {
             "codes_dir": str(Path(cfg.data.codes_dir).resolve()),
             "prior": cfg.prior,

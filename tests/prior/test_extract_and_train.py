@@ -143,3 +143,13 @@ def test_every_prior_config_parses(path):
 
     config = load_config(PriorTrainConfig, path, ["data.codes_dir=unused"])
     assert config.prior in ("masked", "rq") and config.optimizer.max_steps >= 1
+
+
+def test_the_saved_sampling_scheduler_uses_the_priors_own_masking_schedule(tokenizer_runs, tmp_path):
+    """One definition of the masking schedule: the prior's ``model.masking_schedule`` (trained with) is also
+    the schedule its saved sampling scheduler decodes with."""
+    from prior.scheduler import MaskedTokenScheduler
+
+    out = tmp_path / "prior"
+    train("tiny_masked", tokenizer_runs["tiny_sqvae2"] / "codes", out, "model.masking_schedule=linear")
+    assert MaskedTokenScheduler.from_pretrained(out / "scheduler").config.masking_schedule == "linear"

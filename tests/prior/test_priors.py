@@ -237,3 +237,45 @@ def test_gradient_checkpointing_gives_the_same_gradients():
             logits.square().mean().backward()
             grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
         assert torch.allclose(grads[0], grads[1], atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# One sample() per prior family
+# ------------------------------------------------------------------------------------------------------------
+def test_masked_sample_uses_its_own_schedule_and_equals_the_sampling_loop():
+    model = masked_prior(masking_schedule="linear")
+    labels, cond = torch.tensor([0, 3]), [torch.randint(0, 8, (2, 2, 2))]
+    assert model.make_scheduler().config.masking_schedule == "linear"
+    assert model.make_scheduler(choice_temperature=1.5).config.choice_temperature == 1.5
+    a = model.sample(labels, cond, num_inference_steps=3, generator=torch.Generator().manual_seed(0))
+    b = sample_masked(model, MaskedTokenScheduler(16, "linear"), labels, cond, num_inference_steps=3,
+                      generator=torch.Generator().manual_seed(0))  # fmt: skip
+    assert a.shape == (2, 4, 4) and torch.equal(a, b)
+
+
+def test_stack_and_rq_share_one_sample_signature():
+    from prior import MaskedPriorStack
+
+    top = masked_prior(condition_codebook_sizes=[], condition_shapes=[], height=2, width=2, codebook_size=8)
+    stack = MaskedPriorStack.from_priors([top, masked_prior()])
+    rq = rq_prior()
+    settings = dict(num_inference_steps=[2, 3], guidance_scale=2.0, temperature=[1.0, 0.5], batch_size=2)
+    codes = stack.sample(torch.tensor([1, 2]), generator=torch.Generator().manual_seed(0), **settings)
+    assert [tuple(c.shape) for c in codes] == [(2, 2, 2), (2, 4, 4)]
+    one = stack.sample(
+        torch.tensor([1, 2]), num_levels=1, generator=torch.Generator().manual_seed(0), **settings
+    )
+    # the top level does not depend on the levels below
+    assert len(one) == 1 and torch.equal(one[0], codes[0])
+    with pytest.raises(ValueError, match="num_inference_steps must be one value or 2"):
+        stack.sample(torch.tensor([1]), num_inference_steps=[2, 3, 4])
+    with pytest.raises(ValueError, match="num_levels must be an integer in \\[1, 2\\]"):
+        stack.sample(torch.tensor([1]), num_levels=3)
+    settings["temperature"] = [1.0, 0.5, 1.0]  # one per depth; the masked-prior settings are accepted, unused
+    depths = rq.sample(torch.tensor([1, 2]), generator=torch.Generator().manual_seed(0), **settings)
+    reference = sample_rq(rq, torch.tensor([1, 2]), guidance_scale=2.0, temperature=[1.0, 0.5, 1.0],
+                          generator=torch.Generator().manual_seed(0))  # fmt: skip
+    assert len(depths) == 3 and torch.equal(torch.stack(depths, -1), reference)
+    assert len(rq.sample(torch.tensor([1]), num_levels=2)) == 2
+    with pytest.raises(ValueError, match="condition must be empty"):
+        rq.sample(torch.tensor([1]), [torch.zeros(1, 3, 2, dtype=torch.long)])
