@@ -7,6 +7,7 @@ baselines on the same architecture, and the single-layer quantizers they are bui
 from .model import HQVAE, HQVAEOutput
 from .quantizers import (
     Codebook,
+    GroupOutput,
     QuantizerOutput,
     ResidualQuantizer,
     StochasticQuantizer,
@@ -18,6 +19,7 @@ __all__ = [
     "HQVAE",
     "HQVAEOutput",
     "Codebook",
+    "GroupOutput",
     "QuantizerOutput",
     "ResidualQuantizer",
     "StochasticQuantizer",

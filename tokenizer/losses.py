@@ -159,3 +159,66 @@ def adaptive_weight(
     adv_grad = torch.autograd.grad(adversarial_loss, last_layer_weight, retain_graph=True)[0]
     weight = rec_grad.norm() / (adv_grad.norm() + epsilon)
     return weight.clamp(0.0, max_weight).detach()
+
+
+class TokenizerLoss:
+    """The loss of one tokenizer training step, composed with the model's own objective.
+
+    The model returns its objective (eq. 6 / 14 / 26 for SQ, eq. 7 / 15 for VQ; ``HQVAE.forward``). LPIPS is
+    passed *into* it as an extra distortion inside the decoder term (appendix F.5: in place of the squared
+    error inside the same Gaussian term for SQ; added to the MSE for VQ), so the objective is assembled once.
+    The PatchGAN term (hinge loss, adaptive weight at the decoder's last layer, from
+    ``adversarial_start_step`` on) is added on top; ``discriminator_loss`` is the discriminator's side.
+    """
+
+    def __init__(
+        self,
+        perceptual: PerceptualLoss | None = None,
+        perceptual_weight: float = 0.0,
+        discriminator: nn.Module | None = None,
+        adversarial_weight: float = 0.0,
+        adversarial_start_step: int = 0,
+        adaptive_weight_max: float = 1e4,
+    ):
+        self.perceptual, self.perceptual_weight = perceptual, perceptual_weight
+        self.discriminator, self.adversarial_weight = discriminator, adversarial_weight
+        self.adversarial_start_step, self.adaptive_weight_max = adversarial_start_step, adaptive_weight_max
+
+    def adversarial_active(self, step: int) -> bool:
+        return self.discriminator is not None and step >= self.adversarial_start_step
+
+    def __call__(self, model, last_layer: torch.Tensor, images, generator, step: int, autocast):
+        """(loss, named terms, model output). ``model`` may be DDP-wrapped; ``last_layer`` is the decoder's
+        last weight (``HQVAE.last_layer_weight``); ``autocast`` the accelerator's context factory."""
+        perceptual = {}
+        distortion = None
+        if self.perceptual is not None:
+
+            def distortion(reconstruction, reference):
+                with torch.autocast(device_type=reference.device.type, enabled=False):  # LPIPS in fp32
+                    perceptual["perceptual"] = self.perceptual(
+                        reconstruction.float(), reference.float(), generator
+                    )
+                return self.perceptual_weight * perceptual["perceptual"]
+
+        with autocast():
+            out = model(images, generator=generator, distortion=distortion)
+        terms = {"objective": out.loss, **perceptual}
+        loss = out.loss
+        if self.adversarial_active(step):
+            adversarial = generator_adversarial_loss(self.discriminator(out.sample))
+            weight = adaptive_weight(loss, adversarial, last_layer, max_weight=self.adaptive_weight_max)
+            terms["adversarial"], terms["adaptive_weight"] = adversarial, weight
+            loss = loss + self.adversarial_weight * weight * adversarial
+        terms["total"] = loss
+        return loss, terms, out
+
+    def discriminator_loss(
+        self, images: torch.Tensor, reconstruction: torch.Tensor, autocast
+    ) -> torch.Tensor:
+        """The hinge loss of the discriminator on real images and (detached) reconstructions, in one forward
+        over both (DDP expects one forward per backward)."""
+        with autocast():
+            logits = self.discriminator(torch.cat([images, reconstruction.detach().to(images.dtype)]))
+            real_logits, fake_logits = logits.split(images.shape[0])
+            return hinge_discriminator_loss(real_logits, fake_logits)

@@ -31,7 +31,7 @@ from diffusers.utils import BaseOutput
 from torch import nn
 
 from .blocks import BottomUp, Decoder, InjectionBlock, Stem, Upsample
-from .quantizers import QuantizerOutput, ResidualQuantizer, perplexity_from_indices
+from .quantizers import GroupOutput, ResidualQuantizer, perplexity_from_indices
 
 
 @dataclass
@@ -41,7 +41,8 @@ class HQVAEOutput(BaseOutput):
 
     sample: reconstruction (B, C, H, W).
     loss: the training objective (per image, averaged over the batch).
-    reconstruction_loss: SQ: (D/2) log sigma^2 + ||x - x-hat||^2 / (2 sigma^2); VQ: mean squared error.
+    reconstruction_loss: SQ: (D/2) log sigma^2 + ||x - x-hat||^2 / (2 sigma^2); VQ: mean squared error (with a
+        ``distortion`` given to ``forward``, e.g. LPIPS, it joins the squared error inside this term).
     latent_losses: SQ: ||target_r - Y_r||^2 / (2 sum_{l in r} s_l^2) per *resolution* (R,); VQ: zeros.
     kl_losses: SQ: discrete KL to the uniform prior per layer, sum_i (log K_l - H_i) >= 0; VQ: zeros.
     commitment_losses / codebook_losses: VQ terms per layer (beta already applied); SQ: zeros.
@@ -223,6 +224,8 @@ class HQVAE(ModelMixin, ConfigMixin):
                     codebook_sizes[first : first + count],
                     embedding_dim,
                     share_codebook=share_codebook and count > 1,
+                    residual_objective=residual_objective,
+                    commitment_cost=commitment_cost,
                     **quantizer_kwargs,
                 )
             )
@@ -325,19 +328,13 @@ class HQVAE(ModelMixin, ConfigMixin):
     # ----------------------------------------------------------------------------------------------------
     # Top-down path
     # ----------------------------------------------------------------------------------------------------
-    def _quantize_group(self, resolution: int, target: torch.Tensor, mode, temperature, generator, init):
-        group = self.quantizers[resolution]
-        rows = _to_rows(target)
-        if self.config.quantizer == "sq":
-            fraction = self.config.init_entropy_fraction if init else None
-            return group(rows, init, fraction, mode=mode, temperature=temperature, generator=generator)
-        return group(rows, init)
-
     def _infer(self, images, mode, temperature, generator):
-        """Posterior pass: per resolution, the target, its inputs per layer and the quantizer outputs."""
+        """Posterior pass: per resolution, (target map, per-layer code maps, the group's ``GroupOutput``, which
+        carries its part of the objective)."""
         init = self.training and not self._codebooks_initialized and int(self.global_step) == 0
         if self.training:
             self._codebooks_initialized = True
+        fraction = self.config.init_entropy_fraction if init else None
         features = self.bottom_up(self.stem(images))
         state = None
         groups = []
@@ -348,15 +345,19 @@ class HQVAE(ModelMixin, ConfigMixin):
             else:
                 upsampled = self.upsamples[resolution - 1](state)
                 target = self.injections[resolution - 1](feature, upsampled)
-            outputs: list[QuantizerOutput] = self._quantize_group(
-                resolution, target, mode, temperature, generator, init
+            group: GroupOutput = self.quantizers[resolution](
+                _to_rows(target),
+                init,
+                fraction,
+                batch_size=images.shape[0],
+                mode=mode,
+                temperature=temperature,
+                generator=generator,
             )
-            codes = [_to_map(o.quantized, target) for o in outputs]
-            total = torch.stack(codes).sum(0)
-            if self.config.quantizer == "vq" and torch.is_grad_enabled():
-                total = target + (total - target).detach()  # straight-through estimator
+            codes = [_to_map(o.quantized, target) for o in group.layers]
+            total = _to_map(group.quantized, target)
             state = total if upsampled is None else upsampled + total.to(upsampled.dtype)
-            groups.append((target, codes, outputs))
+            groups.append((target, codes, group))
         return state, groups
 
     def _state_from_codes(self, codes: list[torch.Tensor | None]) -> torch.Tensor:
@@ -402,9 +403,9 @@ class HQVAE(ModelMixin, ConfigMixin):
     @staticmethod
     def _indices(groups) -> list[torch.Tensor]:
         indices = []
-        for target, _, outputs in groups:
+        for target, _, group in groups:
             b, _, h, w = target.shape
-            indices += [o.indices.reshape(b, h, w) for o in outputs]
+            indices += [o.indices.reshape(b, h, w) for o in group.layers]
         return indices
 
     def _codebook(self, layer: int):
@@ -462,17 +463,22 @@ class HQVAE(ModelMixin, ConfigMixin):
         images: torch.Tensor,
         generator: torch.Generator | None = None,
         temperature: float | None = None,
+        distortion=None,
     ) -> HQVAEOutput:
         """Reconstruction and every loss term. SQ trains on Gumbel-softmax samples at tau (``temperature``
-        overrides the schedule) and evaluates with the argmax; VQ always takes the nearest code."""
+        overrides the schedule) and evaluates with the argmax; VQ always takes the nearest code.
+
+        ``distortion``: an optional ``(reconstruction, images) -> 0-d tensor`` added to the squared error
+        inside the decoder term of the full reconstruction (e.g. weighted LPIPS, appendix F.5;
+        ``tokenizer.losses.TokenizerLoss``)."""
         self._check_images(images)
-        is_sq = self.config.quantizer == "sq"
         tau = self.temperature if temperature is None else float(temperature)
         mode = "relaxed" if self.training else "argmax"
         state, groups = self._infer(images, mode, tau, generator)
         reconstruction = self.decoder(state)
 
-        reconstruction_loss, decoder_variance = self.reconstruction_term(images, reconstruction)
+        extra = None if distortion is None else distortion(reconstruction, images)
+        reconstruction_loss, decoder_variance = self.reconstruction_term(images, reconstruction, extra)
         progressive = None
         if self.config.progressive_coding:
             # Eq. 28 (SQ-VAE-2) / eq. 29 (hybrid): one Gaussian decoder term per resolution prefix Z_{1:L_r},
@@ -486,19 +492,19 @@ class HQVAE(ModelMixin, ConfigMixin):
             progressive = torch.stack(prefix_losses + [reconstruction_loss])
             reconstruction_loss = progressive.sum()
 
-        zeros_layers = images.new_zeros(self.num_layers, dtype=torch.float32)
-        if is_sq:
-            latent_losses, kl_losses = self._sq_latent_terms(groups, images.shape[0])
-            commitment_losses, codebook_losses = zeros_layers, zeros_layers
-            loss = reconstruction_loss + latent_losses.sum() + kl_losses.sum()
-        else:
-            commitment_losses, codebook_losses = self._vq_latent_terms(groups)
-            latent_losses, kl_losses = images.new_zeros(self.num_resolutions), zeros_layers
-            loss = reconstruction_loss + commitment_losses.sum() + codebook_losses.sum()
+        # Each resolution's quantizer group returns its own terms (SQ: latent + KL, eq. 6 / 14 / 26; VQ:
+        # commitment + codebook, eq. 7 / 15; zeros for the other kind): the objective is their sum.
+        group_outputs = [group for _, _, group in groups]
+        latent_losses = torch.stack([g.latent_loss for g in group_outputs])
+        kl_losses = torch.cat([g.kl_losses for g in group_outputs])
+        commitment_losses = torch.cat([g.commitment_losses for g in group_outputs])
+        codebook_losses = torch.cat([g.codebook_losses for g in group_outputs])
+        loss = reconstruction_loss + latent_losses.sum() + kl_losses.sum() + commitment_losses.sum()
+        loss = loss + codebook_losses.sum()
 
         indices = self._indices(groups)
         stats = [perplexity_from_indices(idx, k) for idx, k in zip(indices, self.codebook_sizes)]
-        outputs = [o for _, _, outs in groups for o in outs]
+        outputs = [o for group in group_outputs for o in group.layers]
         return HQVAEOutput(
             sample=reconstruction,
             loss=loss,
@@ -513,9 +519,14 @@ class HQVAE(ModelMixin, ConfigMixin):
             entropy=torch.stack([o.entropy.detach().mean() for o in outputs]),
             variances=self.dequantization_variances().detach(),
             decoder_variance=decoder_variance,
-            temperature=torch.tensor(tau if is_sq else 0.0),
+            temperature=torch.tensor(tau if self.quantizers[0].stochastic else 0.0),
             indices=indices,
         )
+
+    @property
+    def last_layer_weight(self) -> torch.Tensor:
+        """The decoder's last weight, where the adaptive GAN weight compares gradient norms."""
+        return self.decoder.net[-1].weight
 
     def _resolution_prefixes(self) -> list[int]:
         """L_r: the number of layers down to the end of each resolution, e.g. [2, 2, 2] -> [2, 4, 6]."""
@@ -523,9 +534,7 @@ class HQVAE(ModelMixin, ConfigMixin):
 
     def dequantization_variances(self) -> torch.Tensor:
         """s_l^2 per layer (SQ); zeros for VQ."""
-        if self.config.quantizer != "sq":
-            return torch.zeros(self.num_layers, device=self.global_step.device)
-        return torch.stack([q.variance for group in self.quantizers for q in group.layers])
+        return torch.cat([group.variances() for group in self.quantizers])
 
     # ----------------------------------------------------------------------------------------------------
     # Objectives
@@ -558,47 +567,3 @@ class HQVAE(ModelMixin, ConfigMixin):
         variance = self.log_decoder_variance.float().exp()
         per_image = dim * distortion
         return 0.5 * dim * self.log_decoder_variance.float() + per_image / (2 * variance), variance.detach()
-
-    def _sq_latent_terms(self, groups, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Latent terms of eq. 6 / 14 / 26, per image.
-
-        latent: ||target_r - sum_{l in r} Z_l||^2_F / (2 sum_{l in r} s_l^2) per resolution r (z~ = z-hat);
-        with residual_objective="per_layer", the naive eq. 10: sum_l ||residual_l - Z_l||^2 / (2 s_l^2).
-        kl: sum_i (log K_l - H(P-hat(z_{l,i} | z~_{l,i}))), the true discrete KL to the uniform prior.
-        """
-        latent_losses, kl_losses = [], []
-        for resolution, (target, codes, outputs) in enumerate(groups):
-            layers = self.quantizers[resolution].layers
-            variances = torch.stack([q.variance for q in layers])
-            target = target.float()
-            if self.config.residual_objective == "summed" or len(codes) == 1:
-                error = (target - torch.stack(codes).sum(0)).pow(2).sum() / batch_size
-                latent_losses.append(error / (2 * variances.sum()))
-            else:
-                residual, total = target, 0.0
-                for code, variance in zip(codes, variances):
-                    total = total + (residual - code).pow(2).sum() / batch_size / (2 * variance)
-                    residual = residual - code
-                latent_losses.append(total)
-            for out, q in zip(outputs, layers):
-                size = q.get_codebook().codebook_size
-                kl_losses.append((math.log(size) - out.entropy).sum() / batch_size)
-        return torch.stack(latent_losses), torch.stack(kl_losses)
-
-    def _vq_latent_terms(self, groups) -> tuple[torch.Tensor, torch.Tensor]:
-        """beta ||target_r - sg[sum_{l' <= l} Z_l']||^2 per layer (eq. 7 for one layer per resolution, eq. 15
-        for residual layers), plus ||sg[input_l] - Z_l||^2 when codebooks learn by loss."""
-        beta = self.config.commitment_cost
-        commitment, codebook = [], []
-        for target, codes, _ in groups:
-            target = target.float()
-            cumulative = torch.zeros_like(target)
-            for code in codes:
-                layer_input = (target - cumulative).detach()
-                cumulative = cumulative + code
-                commitment.append(beta * (target - cumulative.detach()).pow(2).mean())
-                if self.config.codebook_update == "loss":
-                    codebook.append((layer_input - code).pow(2).mean())
-                else:
-                    codebook.append(target.new_zeros(()))
-        return torch.stack(commitment), torch.stack(codebook)

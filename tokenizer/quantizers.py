@@ -75,6 +75,34 @@ class QuantizerOutput:
     entropy: torch.Tensor
 
 
+@dataclass
+class GroupOutput:
+    """What a ``ResidualQuantizer`` returns for the rows (N, d) of one resolution's target: the per-layer
+    outputs, the quantized sum that flows on, and this group's part of the objective (per image).
+
+    quantized: (N, d) sum of the layers' codes (straight-through to the target for VQ while gradients flow).
+    latent_loss: SQ: the latent term of eq. 6 / 14 / 26 (0-d); VQ: 0.
+    kl_losses / commitment_losses / codebook_losses: (L_r,) per layer; zeros where a term is not the layers'.
+    """
+
+    layers: list[QuantizerOutput]
+    quantized: torch.Tensor
+    latent_loss: torch.Tensor
+    kl_losses: torch.Tensor
+    commitment_losses: torch.Tensor
+    codebook_losses: torch.Tensor
+
+    @property
+    def loss(self) -> torch.Tensor:
+        """The group's whole contribution to the objective."""
+        return (
+            self.latent_loss
+            + self.kl_losses.sum()
+            + self.commitment_losses.sum()
+            + self.codebook_losses.sum()
+        )
+
+
 def _nearest_index(z: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
     """Index of the nearest of ``codes`` (K, d) for each row of z (N, d), in chunks of bounded memory."""
     step = _rows_per_chunk(codes.shape[0])
@@ -505,7 +533,17 @@ class VectorQuantizer(nn.Module):
     def get_codebook(self) -> Codebook:
         return self._shared[0] if hasattr(self, "_shared") else self.codebook
 
-    def forward(self, z: torch.Tensor) -> QuantizerOutput:
+    def forward(
+        self,
+        z: torch.Tensor,
+        mode: SQMode = "argmax",
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> QuantizerOutput:
+        """Nearest code. ``mode``, ``temperature`` and ``generator`` are SQ's; a VQ posterior is deterministic, so
+        ``mode="sample"`` is an error and the others are unused."""
+        if mode == "sample":
+            raise ValueError("mode='sample' needs quantizer='sq'; VQ posteriors are deterministic")
         codebook = self.get_codebook()
         with _fp32_no_autocast(z.device):
             z = z.float()
@@ -521,17 +559,31 @@ class VectorQuantizer(nn.Module):
 
 
 class ResidualQuantizer(nn.Module):
-    """Applies quantizers in turn to the remaining residual (RQ / RSQ, eq. 8-9): target ≈ sum_l Z_l.
+    """Applies quantizers in turn to the remaining residual (RQ / RSQ, eq. 8-9): target ≈ sum_l Z_l, and owns
+    the group's part of the objective (``GroupOutput``): the SQ latent and KL terms (eq. 6 / 14 / 26) or the VQ
+    commitment and codebook terms (eq. 7 / 15). A single layer is the one-layer case of the same formulas.
 
-    Works on flat rows (N, d). ``forward`` returns the per-layer outputs; the sum of their ``quantized`` is
-    the approximation of the target.
+    Works on flat rows (N, d). ``residual_objective`` (SQ): "summed" (eq. 14 / 26) or "per_layer" (eq. 10);
+    ``commitment_cost``: beta of eq. 7 / 15 (VQ).
     """
 
-    def __init__(self, layers: list[StochasticQuantizer] | list[VectorQuantizer]):
+    def __init__(
+        self,
+        layers: list[StochasticQuantizer] | list[VectorQuantizer],
+        residual_objective: Literal["summed", "per_layer"] = "summed",
+        commitment_cost: float = 0.25,
+    ):
         super().__init__()
         if len(layers) == 0:
             raise ValueError("ResidualQuantizer needs at least one layer")
+        if residual_objective not in ("summed", "per_layer"):
+            raise ValueError(
+                f"residual_objective must be 'summed' or 'per_layer', got {residual_objective!r}"
+            )
         self.layers = nn.ModuleList(layers)
+        self.stochastic = isinstance(layers[0], StochasticQuantizer)
+        self.residual_objective = residual_objective
+        self.commitment_cost = commitment_cost
 
     @classmethod
     def build(
@@ -540,6 +592,8 @@ class ResidualQuantizer(nn.Module):
         codebook_sizes: list[int],
         dim: int,
         share_codebook: bool = False,
+        residual_objective: Literal["summed", "per_layer"] = "summed",
+        commitment_cost: float = 0.25,
         **quantizer_kwargs,
     ) -> ResidualQuantizer:
         """Builds L layers; with ``share_codebook`` all depths use the first layer's codebook."""
@@ -550,16 +604,26 @@ class ResidualQuantizer(nn.Module):
         for size in codebook_sizes:
             shared = layers[0].get_codebook() if (share_codebook and layers) else None
             layers.append(layer_cls(size, dim, codebook=shared, **quantizer_kwargs))
-        return cls(layers)
+        return cls(layers, residual_objective, commitment_cost)
+
+    def variances(self) -> torch.Tensor:
+        """s_l^2 per layer (SQ); zeros for VQ."""
+        if not self.stochastic:
+            return self.layers[0].get_codebook().weight.new_zeros(len(self.layers)).detach()
+        return torch.stack([layer.variance for layer in self.layers])
 
     def forward(
         self,
         target: torch.Tensor,
         init_codebooks: bool = False,
         init_entropy_fraction: float | None = None,
+        batch_size: int = 1,
         **kwargs,
-    ) -> list[QuantizerOutput]:
-        """``init_codebooks``: first set each layer's own codebook from the rows it quantizes (k-means,
+    ) -> GroupOutput:
+        """Quantizes the rows ``target`` (N, d) of ``batch_size`` images; ``kwargs``: ``mode``,
+        ``temperature``, ``generator`` of every layer.
+
+        ``init_codebooks``: first set each layer's own codebook from the rows it quantizes (k-means,
         ``Codebook.init_from_data``; a shared codebook is set once, from the first layer's input), and with
         ``init_entropy_fraction`` calibrate each SQ layer's s^2 on the same rows
         (``StochasticQuantizer.calibrate_variance``)."""
@@ -573,4 +637,53 @@ class ResidualQuantizer(nn.Module):
             out = layer(residual, **kwargs)
             outputs.append(out)
             residual = residual - out.quantized
-        return outputs
+        codes = [o.quantized for o in outputs]
+        quantized = torch.stack(codes).sum(0)
+        zeros = target.new_zeros(len(self.layers), dtype=torch.float32)
+        if self.stochastic:
+            latent, kl = self._sq_terms(target, codes, outputs, batch_size)
+            return GroupOutput(outputs, quantized, latent, kl, zeros, zeros)
+        if torch.is_grad_enabled():
+            quantized = target + (quantized - target).detach()  # straight-through estimator
+        commitment, codebook = self._vq_terms(target, codes)
+        return GroupOutput(
+            outputs, quantized, target.new_zeros((), dtype=torch.float32), zeros, commitment, codebook
+        )
+
+    def _sq_terms(self, target, codes, outputs, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Latent and KL terms of eq. 6 / 14 / 26, per image.
+
+        latent: ||target - sum_l Z_l||^2_F / (2 sum_l s_l^2) (z~ = z-hat); with residual_objective="per_layer",
+        the naive eq. 10: sum_l ||residual_l - Z_l||^2 / (2 s_l^2).
+        kl: sum_i (log K_l - H(P-hat(z_{l,i} | z~_{l,i}))) per layer, the true discrete KL to the uniform prior.
+        """
+        variances = self.variances()
+        target = target.float()
+        if self.residual_objective == "summed" or len(codes) == 1:
+            latent = (target - torch.stack(codes).sum(0)).pow(2).sum() / batch_size / (2 * variances.sum())
+        else:
+            residual, latent = target, 0.0
+            for code, variance in zip(codes, variances):
+                latent = latent + (residual - code).pow(2).sum() / batch_size / (2 * variance)
+                residual = residual - code
+        kl = [
+            (math.log(layer.get_codebook().codebook_size) - out.entropy).sum() / batch_size
+            for out, layer in zip(outputs, self.layers)
+        ]
+        return latent, torch.stack(kl)
+
+    def _vq_terms(self, target, codes) -> tuple[torch.Tensor, torch.Tensor]:
+        """beta ||target - sg[sum_{l' <= l} Z_l']||^2 per layer (eq. 7 for one layer, eq. 15 for residual
+        layers), plus ||sg[input_l] - Z_l||^2 when codebooks learn by loss (zeros with EMA codebooks)."""
+        target = target.float()
+        cumulative = torch.zeros_like(target)
+        commitment, codebook = [], []
+        for code, layer in zip(codes, self.layers):
+            layer_input = (target - cumulative).detach()
+            cumulative = cumulative + code
+            commitment.append(self.commitment_cost * (target - cumulative.detach()).pow(2).mean())
+            if layer.codebook_update == "loss":
+                codebook.append((layer_input - code).pow(2).mean())
+            else:
+                codebook.append(target.new_zeros(()))
+        return torch.stack(commitment), torch.stack(codebook)

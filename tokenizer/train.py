@@ -31,13 +31,7 @@ from torch.utils.data import DataLoader
 
 from tokenizer.config import check_kwargs, check_positive
 from tokenizer.data import DataConfig, build_datasets, collate_images
-from tokenizer.losses import (
-    PatchDiscriminator,
-    PerceptualLoss,
-    adaptive_weight,
-    generator_adversarial_loss,
-    hinge_discriminator_loss,
-)
+from tokenizer.losses import PatchDiscriminator, PerceptualLoss, TokenizerLoss
 from tokenizer.metrics import evaluate_reconstruction
 from tokenizer.model import HQVAE
 from tokenizer.quantizers import perplexity_from_counts
@@ -195,6 +189,15 @@ class TokenizerTrainer(BaseTrainer):
                 betas=tuple(config.losses.discriminator_betas),
             )
             self.discriminator, self.disc_optimizer = acc.prepare(self.discriminator, self.disc_optimizer)
+        losses = config.losses
+        self.objective = TokenizerLoss(
+            self.perceptual,
+            losses.perceptual_weight,
+            self.discriminator,
+            losses.adversarial_weight,
+            losses.adversarial_start_step,
+            losses.adaptive_weight_max,
+        )
         self.best_validation = float("inf")
         self.skipped_images = 0
 
@@ -228,45 +231,16 @@ class TokenizerTrainer(BaseTrainer):
         self.best_validation, self.skipped_images = progress["best_validation"], progress["skipped_images"]
 
     # -- one step --------------------------------------------------------------------------------------------
-    def _adversarial_active(self) -> bool:
-        return self.discriminator is not None and self.step >= self.config.losses.adversarial_start_step
-
     def compute_loss(self, images: torch.Tensor):
-        """Forward pass and the generator-side loss terms (all named, for the NaN check and logging)."""
-        cfg = self.config.losses
-        with self.accelerator.autocast():
-            out = self.model(images, generator=self.generator)
-        terms = {"objective": out.loss}
-        loss = out.loss
-        if self.perceptual is not None:
-            perceptual = self.perceptual(out.sample.float(), images.float(), self.generator)
-            terms["perceptual"] = perceptual
-            # LPIPS joins the squared error inside the decoder term (see HQVAE.reconstruction_term).
-            final_term = (
-                out.progressive_losses[-1] if out.progressive_losses is not None else out.reconstruction_loss
-            )
-            with_perceptual, _ = self.unwrapped.reconstruction_term(
-                images, out.sample, extra_distortion=cfg.perceptual_weight * perceptual
-            )
-            loss = loss - final_term + with_perceptual
-        if self._adversarial_active():
-            adversarial = generator_adversarial_loss(self.discriminator(out.sample))
-            last_layer = self.unwrapped.decoder.net[-1].weight
-            weight = adaptive_weight(loss, adversarial, last_layer, max_weight=cfg.adaptive_weight_max)
-            terms["adversarial"] = adversarial
-            terms["adaptive_weight"] = weight
-            loss = loss + cfg.adversarial_weight * weight * adversarial
-        terms["total"] = loss
-        return loss, terms, out
+        """The model's objective with LPIPS inside its decoder term and the GAN term (``TokenizerLoss``)."""
+        last_layer = self.unwrapped.last_layer_weight
+        acc = self.accelerator
+        return self.objective(self.model, last_layer, images, self.generator, self.step, acc.autocast)
 
     def after_micro_step(self, images, out, terms: dict) -> None:
-        if not self._adversarial_active():
+        if not self.objective.adversarial_active(self.step):
             return
-        with self.accelerator.autocast():
-            # one forward over real and fake together (DDP expects one forward per backward)
-            logits = self.discriminator(torch.cat([images, out.sample.detach().to(images.dtype)]))
-            real_logits, fake_logits = logits.split(images.shape[0])
-            d_loss = hinge_discriminator_loss(real_logits, fake_logits)
+        d_loss = self.objective.discriminator_loss(images, out.sample, self.accelerator.autocast)
         self.disc_optimizer.zero_grad(set_to_none=True)
         self.accelerator.backward(d_loss)
         self.disc_optimizer.step()

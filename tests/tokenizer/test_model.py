@@ -367,3 +367,20 @@ def test_init_entropy_fraction_calibrates_every_sq_layer_at_the_first_training_f
         make("vqvae2", codebook_init="data", init_entropy_fraction=0.5)
     with pytest.raises(ValueError, match=r"in \(0, 1\)"):
         make("sqvae2", codebook_init="data", init_entropy_fraction=1.5)
+
+
+@pytest.mark.parametrize("name", ["sqvae2", "vqvae2"])
+def test_extra_distortion_joins_the_decoder_term(name):
+    """Appendix F.5: a perceptual distortion d_p enters the decoder term beside the squared error (SQ:
+    (D/2) log sigma^2 + D/2 with sigma^2 = mse + d_p; VQ: mse + d_p), not as a separate loss."""
+    model = make(name).eval()
+    x = images(batch=2)
+    with torch.no_grad():
+        plain = model(x)
+        extra = torch.tensor(0.01)
+        out = model(x, distortion=lambda reconstruction, reference: extra)
+    mse = (x - plain.sample).pow(2).mean()
+    D = x[0].numel()
+    want = 0.5 * D * torch.log(mse + extra) + 0.5 * D if name == "sqvae2" else mse + extra
+    torch.testing.assert_close(out.reconstruction_loss, want)
+    torch.testing.assert_close(out.loss - out.reconstruction_loss, plain.loss - plain.reconstruction_loss)

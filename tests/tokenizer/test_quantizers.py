@@ -189,7 +189,7 @@ def test_residual_quantizer_reduces_error_with_depth():
     rq = ResidualQuantizer.build("vq", [64] * 4, 4)
     rq.eval()
     z = torch.randn(256, 4)
-    outs = rq(z)
+    outs = rq(z).layers
     errors, total = [], torch.zeros_like(z)
     for o in outs:
         total = total + o.quantized
@@ -290,3 +290,29 @@ def test_codebook_init_from_data_stays_fp32_under_autocast():
         codebook.init_from_data(z)
     assert codebook.weight.dtype == torch.float32
     assert torch.cdist(centres, codebook.weight.detach()).min(-1).values.max() < 0.01
+
+
+def test_groups_own_their_part_of_the_objective():
+    """SQ: latent term ||target - sum Z||^2 / (2 sum s^2) and KL sum (log K - H) per image (eq. 14 / 26);
+    VQ: beta ||target - sg[cumulative]||^2 per layer (eq. 15) and no SQ terms."""
+    torch.manual_seed(0)
+    target, batch = torch.randn(40, 4), 5
+    sq = ResidualQuantizer.build("sq", [8, 8], 4, init_variance=0.5).eval()
+    out = sq(target, batch_size=batch, mode="argmax")
+    total = out.layers[0].quantized + out.layers[1].quantized
+    expected = (target - total).pow(2).sum() / batch / (2 * (0.5 + 0.5))
+    torch.testing.assert_close(out.latent_loss, expected)
+    kl = torch.stack([(math.log(8) - o.entropy).sum() / batch for o in out.layers])
+    torch.testing.assert_close(out.kl_losses, kl)
+    assert not out.commitment_losses.any() and not out.codebook_losses.any()
+    torch.testing.assert_close(out.loss, expected + kl.sum())
+
+    vq = ResidualQuantizer.build("vq", [8, 8], 4, commitment_cost=0.3).eval()
+    out = vq(target.requires_grad_(), batch_size=batch)
+    first = out.layers[0].quantized
+    torch.testing.assert_close(out.commitment_losses[0], 0.3 * (target - first).pow(2).mean())
+    assert out.latent_loss == 0 and not out.kl_losses.any()
+    out.quantized.sum().backward()  # straight-through: the code sum passes the gradient to the target
+    torch.testing.assert_close(target.grad, torch.ones_like(target))
+    with pytest.raises(ValueError, match="VQ posteriors are deterministic"):
+        vq(target, mode="sample")
