@@ -4,8 +4,9 @@
 
 For each config under configs/tokenizer/, builds ``HQVAE(**model)`` and times optimiser steps on random images
 of the config's size and batch size, in a fresh subprocess per config (peak RSS on CPU, or
-``torch.cuda.max_memory_allocated`` with ``--device cuda``). The step is the trainer's: the config's memory
-format (``channels_last``, default on) and torch's fused Adam. Reports the median step time over ``--steps``
+``torch.cuda.max_memory_allocated`` with ``--device cuda``). The step is the trainer's own
+(``TokenizerTrainer.train_step``: objective, LPIPS / GAN when configured, accumulation, fused Adam, schedule) on
+the config's memory format (``channels_last``, default on). Reports the median step time over ``--steps``
 timed steps after ``--warmup`` steps, and images/s = batch / median. Pass ``--batch-size`` to override.
 The table is printed and saved as markdown (``--output``).
 """
@@ -23,54 +24,49 @@ from _tables import MarkdownTable
 CONFIGS = Path(__file__).parents[1] / "configs" / "tokenizer"
 
 CHILD = r"""
-import json, resource, statistics, sys, time, torch
-from tokenizer.config import load_config
-from tokenizer.model import HQVAE
-from tokenizer.train import TrainConfig
-from tokenizer.training_utils import fused_optimizer_supported
+import itertools, json, os, resource, statistics, sys, tempfile, time, torch
 path, steps, warmup, device, batch, precision = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], int(sys.argv[5]), sys.argv[6]
-torch.set_flush_denormal(True)
-config = load_config(TrainConfig, path)
-torch.manual_seed(0)
-fmt = torch.channels_last if config.channels_last else torch.contiguous_format
-model = HQVAE(**config.model).to(device, memory_format=fmt)
-batch = batch or config.data.batch_size
+if device == "cpu":
+    os.environ["ACCELERATE_USE_CPU"] = "true"
+from tokenizer.config import load_config
+from tokenizer.train import TokenizerTrainer, TrainConfig
+overrides = [f"output_dir={tempfile.mkdtemp()}", "logging.tensorboard=false", f"mixed_precision='{precision}'"]
+if batch:
+    overrides.append(f"data.batch_size={batch}")
+config = load_config(TrainConfig, path, overrides)
+batch = config.data.batch_size
 size = config.data.image_size
-if "urbansound" in path:
-    shape = (batch, 1, 80, 344)
-else:
-    shape = (batch, model.config.in_channels, size, size)
-images = torch.rand(shape, device=device).contiguous(memory_format=fmt)
-optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4, betas=(0.9, 0.9),
-                             fused=fused_optimizer_supported(torch.device(device)))
-generator = torch.Generator(device=device).manual_seed(0)
-dtype = {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-def step():
-    with torch.autocast(device_type=torch.device(device).type, dtype=dtype, enabled=dtype is not None):
-        out = model(images, generator=generator)
-    optimizer.zero_grad(set_to_none=True)
-    out.loss.backward()
-    optimizer.step()
-    model.advance_schedule()
+channels = config.model.get("in_channels", 3)
+shape = (batch, 1, 80, 344) if "urbansound" in path else (batch, channels, size, size)
+
+class Random(torch.utils.data.Dataset):  # stands in for data: loading is not what is timed
+    def __len__(self):
+        return batch * config.optimizer.gradient_accumulation_steps
+    def __getitem__(self, i):
+        return torch.zeros(shape[1:]), 0
+
+trainer = TokenizerTrainer(config, datasets=(Random(), Random(), None))
+fmt = torch.channels_last if config.channels_last else torch.contiguous_format
+images = torch.rand(shape, device=trainer.accelerator.device).contiguous(memory_format=fmt)
+batches = itertools.repeat(images)
+trainer.model.train()
+def step():  # the trainer's own step: objective, accumulation, clipping, fused Adam, schedule, EMA
+    trainer.train_step(batches)
 for _ in range(warmup):
     step()
-if device.startswith("cuda"):
-    torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats(); base = torch.cuda.memory_allocated()
-else:
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+cuda = trainer.accelerator.device.type == "cuda"
+if cuda:
+    torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats()
 times = []
 for _ in range(steps):
     start = time.perf_counter(); step()
-    if device.startswith("cuda"):
+    if cuda:
         torch.cuda.synchronize()
     times.append(time.perf_counter() - start)
-if device.startswith("cuda"):
-    peak = torch.cuda.max_memory_allocated()
-else:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+peak = torch.cuda.max_memory_allocated() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 median = statistics.median(times)
 print(json.dumps({"batch": batch, "shape": list(shape), "median_step_s": median, "images_per_s": batch / median,
-                  "peak_mib": peak / 2**20, "parameters": sum(p.numel() for p in model.parameters())}))
+                  "peak_mib": peak / 2**20, "parameters": sum(p.numel() for p in trainer.unwrapped.parameters())}))
 """
 
 

@@ -23,7 +23,6 @@ import argparse
 import hashlib
 import json
 import logging
-import math
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +31,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from eval.inception import FEATURES, LOGITS, InceptionFeatures, cache_dir, resolve_inception_weights
+from pipelines.sample import generate_shards, to_uint8
 from tokenizer.data import dataset_split, load_data_config
 
 logger = logging.getLogger("eval.fid")
@@ -77,11 +77,6 @@ def precision_recall(features: torch.Tensor, reference: torch.Tensor, neighborho
 # ------------------------------------------------------------------------------------------------------------
 # Features of datasets and tensors
 # ------------------------------------------------------------------------------------------------------------
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """[0, 1] float images -> uint8 (round to nearest)."""
-    return (images.float().clamp(0, 1) * 255).round().to(torch.uint8)
-
-
 def extract_features(
     extractor: InceptionFeatures, batches, total: int | None = None, desc: str = "inception"
 ):
@@ -166,57 +161,6 @@ def reference_features(
 # ------------------------------------------------------------------------------------------------------------
 # Generated samples in resumable shards
 # ------------------------------------------------------------------------------------------------------------
-def balanced_labels(num_samples: int, num_classes: int) -> list[int | None]:
-    """num_samples labels, equally many per class (class-major order: 0,0,...,1,1,...)."""
-    if num_classes == 0:
-        return [None] * num_samples
-    if num_samples % num_classes:
-        raise ValueError(
-            f"num_samples {num_samples} must be a multiple of the {num_classes} classes (class-balanced)"
-        )
-    per_class = num_samples // num_classes
-    return [c for c in range(num_classes) for _ in range(per_class)]
-
-
-def generate_shards(
-    pipe, output: Path, num_samples: int, seed: int, shard_size: int, batch_size: int, sampler: dict
-):
-    """Writes samples-<k>.npz shards (uint8 images, labels, seeds); existing shards are kept (resume).
-    Image i is drawn from its own generator seeded with seed * 10^9 + i: shards and processes never change it."""
-    from accelerate import PartialState
-
-    state = PartialState()
-    labels = balanced_labels(num_samples, pipe.num_classes)
-    num_shards = math.ceil(num_samples / shard_size)
-    mine = [s for s in range(num_shards) if s % state.num_processes == state.process_index]
-    todo = [s for s in mine if not (output / f"samples-{s:05d}.npz").exists()]
-    output.mkdir(parents=True, exist_ok=True)
-    for shard in tqdm(todo, desc="generate shards", disable=not state.is_main_process):
-        start, stop = shard * shard_size, min((shard + 1) * shard_size, num_samples)
-        seeds = [seed * 10**9 + i for i in range(start, stop)]
-        generators = [torch.Generator().manual_seed(s) for s in seeds]
-        part = labels[start:stop]
-        conditional = part[0] is not None
-        out = pipe(
-            class_labels=part if conditional else None,
-            num_images_per_label=1 if conditional else stop - start,
-            generator=generators,
-            output_type="pt",
-            batch_size=batch_size,
-            **sampler,
-        )
-        tmp = output / f"samples-{shard:05d}.tmp.npz"
-        np.savez(
-            tmp,
-            images=to_uint8(out.images).numpy(),
-            labels=np.array([-1 if x is None else x for x in part]),
-            seeds=np.array(seeds),
-        )
-        tmp.replace(output / f"samples-{shard:05d}.npz")
-    state.wait_for_everyone()
-    return [output / f"samples-{s:05d}.npz" for s in range(num_shards)]
-
-
 def shard_batches(paths: list[Path], batch_size: int):
     for path in paths:
         images = torch.from_numpy(np.load(path)["images"])
@@ -226,23 +170,92 @@ def shard_batches(paths: list[Path], batch_size: int):
 # ------------------------------------------------------------------------------------------------------------
 # Commands
 # ------------------------------------------------------------------------------------------------------------
-def _result(name: str, features, logits, ref_stats, ref_features, protocol, args, weights) -> dict:
+def score_features(
+    name: str,
+    features: torch.Tensor,
+    logits: torch.Tensor | None,
+    ref_stats: dict,
+    ref_features: torch.Tensor,
+    protocol: dict,
+    weights,
+    inception_score_on: bool = True,
+    precision_recall_items: int | None = 10000,
+    seed: int = 0,
+) -> dict:
+    """The result of one FID measurement: FID against the reference statistics, optionally the Inception Score
+    and precision / recall on up to ``precision_recall_items`` items per side (None: skipped), and the protocol
+    (with the Inception weights used)."""
     result = {
         "metric": name,
         "fid": frechet_distance(statistics(features), ref_stats),
         "num_samples": len(features),
     }
-    if args.inception_score:
+    if inception_score_on:
         try:
             result["inception_score"] = inception_score(logits)
         except ValueError as error:
             result["inception_score"] = None
             result["inception_score_note"] = str(error)
-    if args.precision_recall:
-        n = min(args.pr_items, len(features), len(ref_features))
+    if precision_recall_items is not None:
+        n = min(precision_recall_items, len(features), len(ref_features))
         result["precision_recall"] = {**precision_recall(features[:n], ref_features[:n]), "items": n}
-    result["protocol"] = {**protocol, "inception": weights.to_dict(), "seed": args.seed}
+    result["protocol"] = {**protocol, "inception": weights.to_dict(), "seed": seed}
     return result
+
+
+def _score(name, features, logits, ref_stats, ref_features, protocol, args, weights) -> dict:
+    """``score_features`` with the command line's options."""
+    items = args.pr_items if args.precision_recall else None
+    return score_features(
+        name,
+        features,
+        logits,
+        ref_stats,
+        ref_features,
+        protocol,
+        weights,
+        args.inception_score,
+        items,
+        args.seed,
+    )
+
+
+def generation_fid(
+    pipe,
+    output: Path,
+    data,
+    split: str,
+    num_samples: int,
+    sampler: dict,
+    extractor,
+    weights,
+    seed: int = 0,
+    shard_size: int = 1000,
+    batch_size: int = 64,
+    max_reference: int | None = None,
+    inception_score_on: bool = True,
+    precision_recall_items: int | None = 10000,
+) -> dict:
+    """Generation FID of a pipeline: class-balanced samples (``pipelines.sample.generate_shards``, resumable
+    shards under ``output``) against the statistics of ``split`` of the data config ``data``."""
+    paths = generate_shards(pipe, Path(output), num_samples, seed, shard_size, batch_size, sampler)
+    features, logits = extract_features(extractor, shard_batches(paths, batch_size), num_samples, "samples")
+    ref_stats, ref_features, ref_protocol = reference_features(
+        extractor, data, split, pipe.hqvae.config.in_channels, max_reference, batch_size
+    )
+    protocol = {
+        "kind": "generation FID: pipeline samples against the reference split's statistics",
+        "reference": ref_protocol,
+        "samples": num_samples,
+        "class_balanced": pipe.num_classes > 0,
+        "sampler": sampler,
+        "resize": f"generated at the tokenizer's resolution, {data.image_size}x{data.image_size} for the reference; "
+        "both resized to 299x299 by torch-fidelity's TF-compatible bilinear resize",
+    }
+    return score_features(
+        "generation", features, logits, ref_stats, ref_features, protocol, weights, inception_score_on,
+        precision_recall_items, seed,
+    )  # fmt: skip
 
 
 def run_generation(args, extractor, weights) -> dict:
@@ -262,28 +275,13 @@ def run_generation(args, extractor, weights) -> dict:
         }.items()
         if v is not None
     }
-    output = Path(args.output)
-    paths = generate_shards(
-        pipe, output / "samples", args.num_samples, args.seed, args.shard_size, args.batch_size, sampler
-    )
-    features, logits = extract_features(
-        extractor, shard_batches(paths, args.batch_size), args.num_samples, "samples"
-    )
-    data = load_data_config(args.data_config)
-    ref_stats, ref_features, ref_protocol = reference_features(
-        extractor, data, args.split, pipe.hqvae.config.in_channels, args.max_reference, args.batch_size
-    )
-    protocol = {
-        "kind": "generation FID: pipeline samples against the reference split's statistics",
-        "pipeline": str(Path(args.pipeline).resolve()),
-        "reference": ref_protocol,
-        "samples": args.num_samples,
-        "class_balanced": pipe.num_classes > 0,
-        "sampler": sampler,
-        "resize": f"generated at the tokenizer's resolution, {data.image_size}x{data.image_size} for the reference; "
-        "both resized to 299x299 by torch-fidelity's TF-compatible bilinear resize",
-    }
-    return _result("generation", features, logits, ref_stats, ref_features, protocol, args, weights)
+    result = generation_fid(
+        pipe, Path(args.output) / "samples", load_data_config(args.data_config), args.split, args.num_samples,
+        sampler, extractor, weights, args.seed, args.shard_size, args.batch_size, args.max_reference,
+        args.inception_score, args.pr_items if args.precision_recall else None,
+    )  # fmt: skip
+    result["protocol"]["pipeline"] = str(Path(args.pipeline).resolve())
+    return result
 
 
 def run_reconstruction(args, extractor, weights) -> dict:
@@ -310,7 +308,7 @@ def run_reconstruction(args, extractor, weights) -> dict:
         "reference": ref_protocol,
         "resize": f"{data.image_size}x{data.image_size}, resized to 299x299 by torch-fidelity",
     }
-    return _result("reconstruction", features, logits, ref_stats, ref_features, protocol, args, weights)
+    return _score("reconstruction", features, logits, ref_stats, ref_features, protocol, args, weights)
 
 
 def run_data(args, extractor, weights) -> dict:
@@ -344,7 +342,7 @@ def run_data(args, extractor, weights) -> dict:
         features, logits = extract_features(extractor, noise.split(args.batch_size), count, "noise")
         kind = f"data: uniform noise ({count}) against {args.split} ({count})"
     protocol = {"kind": kind, "reference": ref_protocol}
-    return _result("data", features, logits, ref_stats, ref_features, protocol, args, weights)
+    return _score("data", features, logits, ref_stats, ref_features, protocol, args, weights)
 
 
 def parse_args(argv=None):

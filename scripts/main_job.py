@@ -192,9 +192,7 @@ def run(
 
 def sample_fid(pipe, output: Path, sampler: dict, samples_per_class: int, items: int) -> dict | None:
     """FID of class-balanced samples against the first ``items`` test images, when Inception weights exist."""
-    from types import SimpleNamespace
-
-    from eval import fid as fid_module
+    from eval.fid import generation_fid
     from eval.inception import InceptionFeatures, resolve_inception_weights
     from tokenizer.data import load_data_config
 
@@ -203,21 +201,12 @@ def sample_fid(pipe, output: Path, sampler: dict, samples_per_class: int, items:
     except FileNotFoundError as error:
         logger.warning("FID skipped: %s", error)
         return {"skipped": str(error)}
-    extractor = InceptionFeatures(weights)
     num = samples_per_class * max(pipe.num_classes, 1)
-    paths = fid_module.generate_shards(pipe, output / "fid_samples", num, seed=0, shard_size=num, batch_size=100,
-                                       sampler=sampler)  # fmt: skip
-    features, logits = fid_module.extract_features(
-        extractor, fid_module.shard_batches(paths, 64), num, "samples"
-    )
     data = load_data_config(output / "tokenizer" / "config.yaml")
-    ref_stats, ref_features, protocol = fid_module.reference_features(
-        extractor, data, "test", pipe.hqvae.config.in_channels, items, 64
-    )
-    args = SimpleNamespace(inception_score=True, precision_recall=True, pr_items=min(num, items), seed=0)
-    result = fid_module._result("generation", features, logits, ref_stats, ref_features,
-                                {"reference": protocol, "samples": num, "sampler": sampler}, args, weights)  # fmt: skip
-    return result
+    return generation_fid(
+        pipe, output / "fid_samples", data, "test", num, sampler, InceptionFeatures(weights), weights, seed=0,
+        shard_size=num, batch_size=64, max_reference=items, precision_recall_items=min(num, items),
+    )  # fmt: skip
 
 
 def twin_comparison(m: dict) -> list[str]:

@@ -150,13 +150,14 @@ class TokenizerTrainer(BaseTrainer):
     generator_name = "loss"
     collate_fn = staticmethod(collate_images)
 
-    def build(self) -> None:
+    def build(self, datasets: tuple | None = None) -> None:
+        """``datasets``: (train, validation, test) to use instead of ``data:``'s (benchmarks)."""
         config, acc = self.config, self.accelerator
         torch.set_flush_denormal(True)  # Gumbel-softmax at small tau yields denormals that slow CPUs ~40%
         self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
         self.model = self.seeded_model(lambda: HQVAE(**config.model).to(memory_format=self.memory_format))
         channels = self.model.config.in_channels
-        self.train_set, self.validation_set, self.test_set = build_datasets(config.data, channels)
+        self.train_set, self.validation_set, self.test_set = datasets or build_datasets(config.data, channels)
         self.sampler = self.make_sampler(len(self.train_set))
         self.perceptual = None
         if config.losses.perceptual_weight > 0:

@@ -73,7 +73,8 @@ class BaseTrainer:
     generator_name = "train"  # the name of the loop's generator in checkpoints
     progress_desc = "train"
 
-    def __init__(self, config, resume: str | None = None):
+    def __init__(self, config, resume: str | None = None, **build_kwargs):
+        """``build_kwargs`` go to ``build()`` (e.g. ready-made datasets for a benchmark)."""
         from accelerate import Accelerator
 
         self.config = config
@@ -86,7 +87,7 @@ class BaseTrainer:
             log_with="tensorboard" if config.logging.tensorboard else None,
             project_dir=str(self.output_dir),
         )
-        self.build()
+        self.build(**build_kwargs)
         self.model, self.optimizer = acc.prepare(self.model, self.optimizer)
         self.unwrapped = acc.unwrap_model(self.model)
         decay = config.optimizer.ema_decay
@@ -133,7 +134,7 @@ class BaseTrainer:
         return sampler
 
     # -- hooks -----------------------------------------------------------------------------------------------
-    def build(self) -> None:
+    def build(self, **kwargs) -> None:
         """Sets ``model``, ``train_set``, ``validation_set``, ``sampler``, ``optimizer`` (and stage extras)."""
         raise NotImplementedError
 

@@ -9,6 +9,7 @@ import torch
 
 import eval.fid as fid
 from eval.inception import resolve_inception_weights
+from pipelines.sample import balanced_labels, generate_shards
 from tokenizer.data import load_data_config
 
 
@@ -61,10 +62,10 @@ def test_inception_score_refuses_without_logits():
 
 
 def test_balanced_labels():
-    assert fid.balanced_labels(6, 3) == [0, 0, 1, 1, 2, 2]
-    assert fid.balanced_labels(2, 0) == [None, None]
+    assert balanced_labels(6, 3) == [0, 0, 1, 1, 2, 2]
+    assert balanced_labels(2, 0) == [None, None]
     with pytest.raises(ValueError, match="multiple"):
-        fid.balanced_labels(7, 3)
+        balanced_labels(7, 3)
 
 
 def data_yaml(tmp_path: Path, idx_dataset) -> Path:
@@ -119,13 +120,13 @@ def test_generation_shards_resume_and_fid(tmp_path, idx_dataset, monkeypatch):
     pipe.set_progress_bar_config(disable=True)
     out = tmp_path / "samples"
     sampler = {"num_inference_steps": 2}
-    paths = fid.generate_shards(pipe, out, 6, seed=1, shard_size=4, batch_size=3, sampler=sampler)
+    paths = generate_shards(pipe, out, 6, seed=1, shard_size=4, batch_size=3, sampler=sampler)
     assert [p.name for p in paths] == ["samples-00000.npz", "samples-00001.npz"]
     first = np.load(paths[1])
     assert first["images"].shape == (2, 1, 32, 32) and first["images"].dtype == np.uint8
     assert first["labels"].tolist() == [2, 2] and first["seeds"].tolist() == [10**9 + 4, 10**9 + 5]
     paths[1].unlink()
-    fid.generate_shards(pipe, out, 6, seed=1, shard_size=4, batch_size=6, sampler=sampler)  # resumes shard 1
+    generate_shards(pipe, out, 6, seed=1, shard_size=4, batch_size=6, sampler=sampler)  # resumes shard 1
     assert np.array_equal(np.load(paths[1])["images"], first["images"])
     pipe.save_pretrained(tmp_path / "pipe")
     stub = StubExtractor()
