@@ -99,6 +99,7 @@ def run(
     final_temperature: float,
     data_root: Path,
     fashion_mnist_path: str | None = None,
+    variance_lr_multiplier: float = 1.0,
 ) -> list[dict]:
     """Every cell x variant x seed (seed-major, then cell), saving ``results.json`` after each run."""
     rows = []
@@ -109,7 +110,10 @@ def run(
             for variant in variants:
                 model = cell_model(cell, variant)
                 run_dir = out_root / name / (variant if seed == 0 else f"{variant}_seed{seed}")
-                result = train_or_read(model, data, steps, seed, run_dir, final_temperature)
+                sq_only = (
+                    {"variance_lr_multiplier": variance_lr_multiplier} if model["quantizer"] == "sq" else {}
+                )
+                result = train_or_read(model, data, steps, seed, run_dir, final_temperature, sq_only)
                 rows.append(
                     {"cell": name, "variant": variant, "seed": seed, "model": model, **regime(cell), **result}
                 )
@@ -238,6 +242,12 @@ def main(argv=None):
     parser.add_argument("--output", type=Path, default=None)
     parser.add_argument("--data-root", type=Path, default=Path("runs/data"), help="photo patch sets")
     parser.add_argument("--fashion-mnist-path", default=None, help="idx files (default: Debian's)")
+    parser.add_argument(
+        "--variance-lr-multiplier",
+        type=float,
+        default=1.0,
+        help="SQ log s^2 LR / learning rate (SQ variants)",
+    )
     args = parser.parse_args(argv)
     out_root = args.output or Path("runs/benchmarks") / f"sq_regime_{args.steps}"
     out_root.mkdir(parents=True, exist_ok=True)
@@ -250,6 +260,7 @@ def main(argv=None):
         args.final_temperature,
         args.data_root,
         args.fashion_mnist_path,
+        args.variance_lr_multiplier,
     )
     table = to_markdown(rows, args.steps)
     (out_root / "results.md").write_text(table)

@@ -60,11 +60,18 @@ def _fmt(values, digits=2) -> str:
 
 
 def train_or_read(
-    model: dict, data: dict, steps: int, seed: int, run_dir: Path, final_temperature: float | None = 0.3
+    model: dict,
+    data: dict,
+    steps: int,
+    seed: int,
+    run_dir: Path,
+    final_temperature: float | None = 0.3,
+    optimizer: dict | None = None,
 ) -> dict:
     """Trains one tokenizer (batch 32, Adam lr 1e-3 with the trainer's betas), resumes an unfinished run from
     its checkpoint, or reads a finished run's ``metrics.json`` back; returns the metrics (+ s^2 and entropy
-    start -> end for SQ). tau ends at ``final_temperature`` unless ``model`` sets ``temperature_decay``."""
+    start -> end for SQ). tau ends at ``final_temperature`` unless ``model`` sets ``temperature_decay``;
+    ``optimizer``: further ``optimizer:`` settings (e.g. ``variance_lr_multiplier``)."""
     if "temperature_decay" in model:
         final_temperature = None
     config = from_dict(
@@ -72,7 +79,12 @@ def train_or_read(
         {
             "model": model,
             "data": {"batch_size": 32, "eval_batch_size": 500, **data},
-            "optimizer": {"learning_rate": 1e-3, "max_steps": steps, "final_temperature": final_temperature},
+            "optimizer": {
+                "learning_rate": 1e-3,
+                "max_steps": steps,
+                "final_temperature": final_temperature,
+                **(optimizer or {}),
+            },
             "output_dir": str(run_dir),
             "seed": seed,
             "logging": {

@@ -54,6 +54,9 @@ class OptimizerConfig:
     # The budget-matched Gumbel temperature: sets (replaces) model.temperature_decay r = -ln(tau_end) / max_steps
     # so that tau = exp(-r t) ends at this value whatever the budget (None: model.temperature_decay as given).
     final_temperature: float | None = None
+    # LR of the SQ dequantization variances' log s^2 relative to learning_rate. Adam moves log s^2 by at most
+    # ~lr per step, so s^2 anneals slowly at short budgets (docs/sq_vs_vq.md); the objective is unchanged.
+    variance_lr_multiplier: float = 1.0
 
 
 @dataclass
@@ -92,6 +95,10 @@ class TrainConfig:
                               "data.eval_batch_size", "data.image_size", "logging.log_every",
                               "logging.validate_every", "logging.checkpoint_every"])  # fmt: skip
         self._resolve_temperature_decay()
+        if not self.optimizer.variance_lr_multiplier > 0:
+            raise ValueError(
+                f"optimizer.variance_lr_multiplier must be > 0, got {self.optimizer.variance_lr_multiplier}"
+            )
 
     def _resolve_temperature_decay(self) -> None:
         final = self.optimizer.final_temperature
@@ -167,7 +174,7 @@ class TokenizerTrainer(BaseTrainer):
                 use_pad_and_trim=config.losses.pad_and_trim,
             ).to(acc.device)
         self.optimizer = torch.optim.Adam(
-            [p for p in self.model.parameters() if p.requires_grad],
+            self._parameter_groups(),
             lr=config.optimizer.learning_rate,
             betas=tuple(config.optimizer.betas),
             fused=fused_optimizer_supported(acc.device),
@@ -201,6 +208,21 @@ class TokenizerTrainer(BaseTrainer):
         )
         self.best_validation = float("inf")
         self.skipped_images = 0
+
+    def _parameter_groups(self) -> list:
+        """One group; with ``optimizer.variance_lr_multiplier`` != 1 the SQ log s^2 parameters form a second
+        group at that multiple of the learning rate."""
+        opt = self.config.optimizer
+        params = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        if opt.variance_lr_multiplier == 1.0:
+            return [p for _, p in params]
+        variances = [p for n, p in params if n.endswith(".log_variance")]
+        if not variances:
+            raise ValueError(
+                "optimizer.variance_lr_multiplier applies to SQ dequantization variances; this model has none"
+            )
+        rest = [p for n, p in params if not n.endswith(".log_variance")]
+        return [{"params": rest}, {"params": variances, "lr": opt.learning_rate * opt.variance_lr_multiplier}]
 
     # -- data ------------------------------------------------------------------------------------------------
     def device_batch(self, raw):

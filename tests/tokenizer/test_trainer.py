@@ -65,3 +65,18 @@ def test_yaml_syntax_error_names_the_file(tmp_path):
     path.write_text("model: {in_channels: 1\noptimizer: [")
     with pytest.raises(ValueError, match=f"{path}: not valid YAML"):
         load_config(TrainConfig, path)
+
+
+def test_variance_lr_multiplier_puts_log_s2_in_its_own_group(idx_dataset, tmp_path):
+    trainer = TokenizerTrainer(tiny(idx_dataset, tmp_path / "run", "optimizer.variance_lr_multiplier=30"))
+    groups = trainer.optimizer.param_groups
+    assert len(groups) == 2 and groups[1]["lr"] == pytest.approx(30 * groups[0]["lr"])
+    assert all(p.ndim == 0 for p in groups[1]["params"]) and len(groups[1]["params"]) == 2  # s^2 of 2 layers
+    plain = TokenizerTrainer(tiny(idx_dataset, tmp_path / "plain"))
+    assert len(plain.optimizer.param_groups) == 1
+    with pytest.raises(ValueError, match="applies to SQ dequantization variances"):
+        TokenizerTrainer(
+            tiny(idx_dataset, tmp_path / "vq", "model.quantizer=vq", "optimizer.variance_lr_multiplier=3")
+        )
+    with pytest.raises(ValueError, match="variance_lr_multiplier must be > 0, got 0.0"):
+        tiny(idx_dataset, tmp_path / "x", "optimizer.variance_lr_multiplier=0")
