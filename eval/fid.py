@@ -382,6 +382,10 @@ def parse_args(argv=None):
     data.add_argument("--against", choices=["halves", "noise"], default="halves")
     data.add_argument("--channels", type=int, default=1)
     args = parser.parse_args(argv)
+    for name in ("max_reference", "batch_size", "pr_items", "num_samples", "shard_size"):
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {value}")
     for name in ("num_inference_steps", "guidance_scale"):
         value = getattr(args, name, None)
         if isinstance(value, list) and len(value) == 1:

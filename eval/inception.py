@@ -25,6 +25,8 @@ from pathlib import Path
 
 import torch
 
+from tokenizer.training_utils import check_weights_file
+
 TORCH_FIDELITY_FILE = "weights-inception-2015-12-05-6726825d.pth"
 FEATURES = "2048"
 LOGITS = "logits_unbiased"
@@ -167,6 +169,8 @@ def resolve_inception_weights(path: str | os.PathLike | None = None) -> Inceptio
             continue
         digest = sha256_of(candidate)
         if not _is_torchscript(candidate):
+            # torch-fidelity reads it with weights_only=False: only a plain state dict may reach it
+            check_weights_file(candidate, "FID Inception")
             return InceptionWeights(candidate, candidate, digest, has_logits=True)
         target = cache_dir() / "inception" / f"torchscript-{digest[:16]}.pth"
         info = target.with_suffix(".json")

@@ -132,6 +132,8 @@ class HQVAEPipeline(DiffusionPipeline):
         ids = []
         for label in class_labels:
             label = label.item() if torch.is_tensor(label) else label
+            if isinstance(label, bool) or not isinstance(label, (str, int, np.integer)):
+                raise ValueError(f"class labels must be integer ids or names, got {label!r}")
             (value,) = self.get_label_ids(label) if isinstance(label, str) else (int(label),)
             if not 0 <= value < self.num_classes:
                 raise ValueError(

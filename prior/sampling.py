@@ -65,8 +65,9 @@ def _labels(model, class_labels: torch.Tensor | None, batch: int | None, device)
         if batch is None:
             raise ValueError("give class_labels or batch_size")
         return torch.full((batch,), model.null_class, dtype=torch.long, device=device)
-    class_labels = torch.as_tensor(class_labels, device=device).long()
-    check_class_labels(class_labels, class_labels.shape[0], model.config.num_classes)
+    class_labels = torch.as_tensor(class_labels, device=device)
+    check_class_labels(class_labels, class_labels.shape[0], model.config.num_classes)  # integers, in range
+    class_labels = class_labels.long()
     return class_labels
 
 

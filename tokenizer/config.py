@@ -6,8 +6,10 @@ A misspelt key or a value of the wrong type fails at load time with a ``ValueErr
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
+import re
 import types
 import typing
 from pathlib import Path
@@ -16,6 +18,7 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 import yaml
 
 T = TypeVar("T")
+_FLOAT_LITERAL = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
 
 
 def _type_name(tp) -> str:
@@ -60,6 +63,8 @@ def _convert(value: Any, tp, path: str):
             raise ValueError(f"{path}: expected a mapping, got {type(value).__name__}")
         return dict(value)
     if tp is float:
+        if isinstance(value, str) and _FLOAT_LITERAL.match(value.strip()):
+            return float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"{path}: expected float, got {type(value).__name__} {value!r}")
         return float(value)
@@ -145,12 +150,20 @@ def to_dict(config) -> dict:
 
 
 def check_kwargs(callable_, kwargs: dict, path: str) -> None:
-    """Fails when ``kwargs`` holds a key that ``callable_`` does not accept (e.g. a model config block)."""
+    """Checks a block of constructor arguments (e.g. ``model:``) against ``callable_``'s signature: unknown keys
+    and values of the wrong type (against its annotations) raise ``ValueError`` naming ``path.key``; values are
+    converted in place like the rest of the config (int -> float, list -> tuple)."""
     parameters = inspect.signature(callable_).parameters
     unknown = sorted(set(kwargs) - set(parameters) - {"self"})
     if unknown:
         accepted = sorted(p for p in parameters if p != "self")
         raise ValueError(f"{path}: unknown key(s) {unknown}; expected some of {accepted}")
+    hints = typing.get_type_hints(callable_)
+    for key, value in kwargs.items():
+        # an annotation the checker does not know (TypeError) is left to the constructor
+        with contextlib.suppress(TypeError):
+            if key in hints:
+                kwargs[key] = _convert(value, hints[key], f"{path}.{key}")
 
 
 def check_positive(config, paths: list[str]) -> None:

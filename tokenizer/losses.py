@@ -67,12 +67,15 @@ class PerceptualLoss(nn.Module):
         super().__init__()
         import lpips
 
+        from tokenizer.training_utils import check_weights_file
+
         if pretrained_backbone:
             target = vgg16_weights_path()
             if vgg16_path is not None:
                 source = Path(vgg16_path)
                 if not source.is_file():
                     raise FileNotFoundError(f"VGG16 weights not found at vgg16_path={source}")
+                check_weights_file(source, "VGG16")
                 if not target.exists():
                     target.parent.mkdir(parents=True, exist_ok=True)
                     target.symlink_to(source.resolve())
@@ -82,6 +85,7 @@ class PerceptualLoss(nn.Module):
                     "Download them once online (torchvision.models.vgg16(weights='IMAGENET1K_V1')), or pass "
                     "their path as vgg16_path, or disable the perceptual loss."
                 )
+            check_weights_file(target, "VGG16")  # torchvision then reads it with weights_only=False
         self.lpips = lpips.LPIPS(net="vgg", pretrained=True, pnet_rand=not pretrained_backbone, verbose=False)
         self.lpips.requires_grad_(False).eval()
         self.use_pad_and_trim = use_pad_and_trim

@@ -21,6 +21,7 @@ Data flow (B = batch, d_b = embedding_dim, (h_r, w_r) the latent size at resolut
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from typing import Literal
 
@@ -317,6 +318,11 @@ class HQVAE(ModelMixin, ConfigMixin):
             )
 
     def _check_images(self, images: torch.Tensor) -> None:
+        if not torch.is_tensor(images) or not images.is_floating_point():
+            kind = images.dtype if torch.is_tensor(images) else type(images).__name__
+            raise ValueError(
+                f"images must be a float tensor in [0, 1], got {kind} (uint8 images: divide by 255)"
+            )
         if images.ndim != 4:
             raise ValueError(f"images must be (B, C, H, W), got shape {tuple(images.shape)}")
         if images.shape[1] != self.config.in_channels:
@@ -324,6 +330,10 @@ class HQVAE(ModelMixin, ConfigMixin):
                 f"images have {images.shape[1]} channels, the model expects {self.config.in_channels}"
             )
         self._check_size(images.shape[2], images.shape[3])
+        finite = torch.isfinite(images).flatten(1).all(1)
+        if not bool(finite.all()):
+            bad = (~finite).nonzero().flatten().tolist()
+            raise ValueError(f"images {bad[:8]} of the batch hold NaN or inf values")
 
     # ----------------------------------------------------------------------------------------------------
     # Top-down path
@@ -522,6 +532,18 @@ class HQVAE(ModelMixin, ConfigMixin):
             temperature=torch.tensor(tau if self.quantizers[0].stochastic else 0.0),
             indices=indices,
         )
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        """diffusers' ``from_pretrained``; a local path that does not exist is a ``FileNotFoundError`` naming it
+        (instead of a hub lookup that fails with a connection message)."""
+        path = str(pretrained_model_name_or_path)
+        looks_local = path.startswith((".", "/", "~")) or path.count("/") >= 2 or "\\" in path
+        if looks_local and not os.path.isdir(os.path.expanduser(path)):
+            raise FileNotFoundError(
+                f"no model folder at {path} (expected config.json + weights from save_pretrained)"
+            )
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     @property
     def last_layer_weight(self) -> torch.Tensor:

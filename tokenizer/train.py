@@ -36,7 +36,13 @@ from tokenizer.metrics import evaluate_reconstruction
 from tokenizer.model import HQVAE
 from tokenizer.quantizers import perplexity_from_counts
 from tokenizer.trainer import BaseTrainer, LoggingConfig
-from tokenizer.training_utils import check_finite, fused_optimizer_supported, to_plain, training_command
+from tokenizer.training_utils import (
+    check_finite,
+    check_finite_parameters,
+    fused_optimizer_supported,
+    to_plain,
+    training_command,
+)
 
 logger = logging.getLogger("tokenizer.train")
 
@@ -268,7 +274,21 @@ class TokenizerTrainer(BaseTrainer):
         self.accelerator.backward(d_loss)
         self.disc_optimizer.step()
         terms["discriminator"] = d_loss
-        check_finite(self.step, {"discriminator": d_loss})
+        check_finite(self.step + 1, {"discriminator": d_loss})
+        check_finite_parameters(
+            self.step + 1, self.accelerator.unwrap_model(self.discriminator), "discriminator weights"
+        )
+
+    def finiteness_terms(self, out, terms: dict) -> dict:
+        """The loss terms and the objective's components per layer, so a NaN names where it arose."""
+        components = (
+            "reconstruction_loss",
+            "latent_losses",
+            "kl_losses",
+            "commitment_losses",
+            "codebook_losses",
+        )
+        return {**terms, **{name: getattr(out, name) for name in components}}
 
     def after_step(self) -> None:
         self.unwrapped.advance_schedule()

@@ -35,8 +35,10 @@ from tqdm.auto import tqdm
 from tokenizer.training_utils import (
     CheckpointManager,
     ResumableSampler,
+    UnreadableCheckpoint,
     broadcast_object,
     check_finite,
+    check_finite_parameters,
     ema_model,
     flatten_scalars,
     load_training_state,
@@ -99,7 +101,23 @@ class BaseTrainer:
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
         self.checkpoints = CheckpointManager(self.output_dir / "checkpoints", config.logging.keep_checkpoints)
         if resume is not None:
-            self.load_checkpoint(self.checkpoints.resolve(resume))
+            self.resume_from(resume)
+
+    def resume_from(self, resume: str) -> None:
+        """Loads ``resume`` (a checkpoint folder, or "latest"). With "latest", a newest checkpoint that cannot be
+        read (e.g. a file truncated by a full disk) is reported by name and the next older one is used."""
+        newest = self.checkpoints.resolve(resume)
+        if resume != "latest":
+            self.load_checkpoint(newest)
+            return
+        older = [c for c in reversed(self.checkpoints.checkpoints()) if c != newest]
+        for candidate in [newest, *older]:
+            try:
+                self.load_checkpoint(candidate)
+                return
+            except UnreadableCheckpoint as error:
+                logger.warning("skipping unreadable checkpoint: %s", error)
+        raise UnreadableCheckpoint(f"--resume latest: no readable checkpoint under {self.checkpoints.root}")
 
     @classmethod
     def train_or_resume(cls, config) -> dict:
@@ -149,6 +167,10 @@ class BaseTrainer:
 
     def after_micro_step(self, batch, out, terms: dict) -> None:
         pass
+
+    def finiteness_terms(self, out, terms: dict) -> dict:
+        """The tensors checked for NaN / inf before each backward (named in the error)."""
+        return terms
 
     def after_step(self) -> None:
         pass
@@ -247,13 +269,14 @@ class BaseTrainer:
             batch = next(batches)
             with acc.accumulate(self.model):
                 loss, terms, out = self.compute_loss(batch)
-                check_finite(self.step, terms)
+                check_finite(self.step + 1, self.finiteness_terms(out, terms))
                 acc.backward(loss)
                 if acc.sync_gradients and opt.grad_clip_norm:
                     acc.clip_grad_norm_(self.model.parameters(), opt.grad_clip_norm)
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
             self.after_micro_step(batch, out, terms)
+        check_finite_parameters(self.step + 1, self.unwrapped)
         self.after_step()
         if self.ema is not None:
             update_ema(self.ema, self.unwrapped)
@@ -281,41 +304,25 @@ class BaseTrainer:
             dynamic_ncols=True,
         )
         per_step = cfg.data.batch_size * cfg.optimizer.gradient_accumulation_steps * acc.num_processes
-        start = interval_start = time.perf_counter()
-        items = interval_items = 0
+        start = time.perf_counter()
+        self._interval = [start, 0]  # (start time, items) of the throughput in the next history line
+        items = 0
         self.model.train()
-        while self.step < max_steps:
-            out, terms = self.train_step(batches)
-            items += per_step
-            interval_items += per_step
-            progress.update(1)
-            step = self.step
-            if step % cfg.logging.log_every == 0 or step in (1, max_steps):
-                record = {"step": step, **self.log_record(out, terms)}  # every process (collectives)
-                if is_main:
-                    now = time.perf_counter()
-                    record["learning_rate"] = self.optimizer.param_groups[0]["lr"]
-                    record[f"{self.unit}_per_second"] = round(
-                        interval_items / max(now - interval_start, 1e-9), 1
-                    )
-                    interval_start, interval_items = now, 0
-                    history.write(json.dumps(record) + "\n")
-                    history.flush()
-                    if cfg.logging.tensorboard:
-                        acc.log(flatten_scalars(record, "train/"), step=step)
-                    progress.set_postfix(**self.progress_postfix(record))
-            if self.validates_at(step):
-                result = broadcast_object(self.validate() if is_main else None)
-                self.on_validation(result)
-                if is_main:
-                    validation_log.write(json.dumps(result) + "\n")
-                    validation_log.flush()
-                    if cfg.logging.tensorboard:
-                        acc.log(flatten_scalars(result, "validation/"), step=step)
-                    self.save_grid(self.output_dir / "grids" / f"{step:08d}.png")
-            if step % cfg.logging.checkpoint_every == 0 or step == max_steps:
-                self.save_checkpoint()
-        progress.close()
+        try:
+            while self.step < max_steps:
+                out, terms = self.train_step(batches)
+                items += per_step
+                self._interval[1] += per_step
+                progress.update(1)
+                step = self.step
+                if step % cfg.logging.log_every == 0 or step in (1, max_steps):
+                    self._log_step(out, terms, history, progress)
+                if self.validates_at(step):
+                    self._validate_step(validation_log)
+                if step % cfg.logging.checkpoint_every == 0 or step == max_steps:
+                    self.save_checkpoint()
+        finally:  # a failure ends with its error, not with a progress bar drawn after it
+            progress.close()
         elapsed = time.perf_counter() - start
         result = {}
         if is_main:
@@ -326,6 +333,33 @@ class BaseTrainer:
         acc.wait_for_everyone()
         acc.end_training()
         return result
+
+    def _log_step(self, out, terms: dict, history, progress) -> None:
+        """One ``history.jsonl`` line (``log_record`` runs on every process: it may hold collectives)."""
+        record = {"step": self.step, **self.log_record(out, terms)}
+        if not self.accelerator.is_main_process:
+            return
+        now = time.perf_counter()
+        record["learning_rate"] = self.optimizer.param_groups[0]["lr"]
+        record[f"{self.unit}_per_second"] = round(self._interval[1] / max(now - self._interval[0], 1e-9), 1)
+        self._interval = [now, 0]
+        history.write(json.dumps(record) + "\n")
+        history.flush()
+        if self.config.logging.tensorboard:
+            self.accelerator.log(flatten_scalars(record, "train/"), step=self.step)
+        progress.set_postfix(**self.progress_postfix(record))
+
+    def _validate_step(self, validation_log) -> None:
+        """Validation on the main process, shared with all (``on_validation``), logged, with a grid."""
+        acc = self.accelerator
+        result = broadcast_object(self.validate() if acc.is_main_process else None)
+        self.on_validation(result)
+        if acc.is_main_process:
+            validation_log.write(json.dumps(result) + "\n")
+            validation_log.flush()
+            if self.config.logging.tensorboard:
+                acc.log(flatten_scalars(result, "validation/"), step=self.step)
+            self.save_grid(self.output_dir / "grids" / f"{self.step:08d}.png")
 
     def write_metrics(self, result: dict) -> None:
         """``metrics.json``, atomically and last: its presence marks the run folder complete."""

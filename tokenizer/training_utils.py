@@ -2,7 +2,8 @@
 
 - ``ResumableSampler``: a per-epoch seeded shuffle, sharded by rank, that can restart mid-epoch.
 - ``CheckpointManager``: periodic, atomic, rotated checkpoints with a ``latest`` pointer.
-- ``check_finite``: stops a run on a NaN/inf loss, naming the step and the term.
+- ``check_finite`` / ``check_finite_parameters``: stop a run on a NaN/inf loss term or weight, naming the step
+  and the term or tensor, before anything non-finite is checkpointed.
 - ``ema_model``: an exponential moving average of the weights (and buffers).
 """
 
@@ -57,9 +58,11 @@ class ResumableSampler(Sampler[int]):
 
 def rng_state(generators: dict[str, torch.Generator] | None = None) -> dict:
     """Python, NumPy, torch (CPU and CUDA) and named generators' states."""
+    kind, keys, position, has_gauss, cached_gaussian = np.random.get_state()
     state = {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        # plain data, so that checkpoints load with torch.load(weights_only=True) (no pickled objects)
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached_gaussian],
         "torch": torch.get_rng_state(),
         "generators": {k: g.get_state() for k, g in (generators or {}).items()},
     }
@@ -70,12 +73,17 @@ def rng_state(generators: dict[str, torch.Generator] | None = None) -> dict:
 
 def set_rng_state(state: dict, generators: dict[str, torch.Generator] | None = None) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    kind, keys, position, has_gauss, cached_gaussian = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached_gaussian))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
     for name, generator in (generators or {}).items():
         generator.set_state(state["generators"][name])
+
+
+class UnreadableCheckpoint(ValueError):
+    """A checkpoint file that is truncated, damaged or not a checkpoint."""
 
 
 class CheckpointManager:
@@ -137,11 +145,22 @@ class CheckpointManager:
 
     @staticmethod
     def load(path: Path, name: str):
-        return torch.load(path / f"{name}.pt", map_location="cpu", weights_only=False)
+        """One file of a checkpoint, read with ``weights_only=True``: tensors and plain data only, never
+        pickled code. A file that is truncated or not a checkpoint raises ``ValueError`` naming it."""
+        file = path / f"{name}.pt"
+        try:
+            return torch.load(file, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise
+        except Exception as error:  # noqa: BLE001 - torch raises many kinds for a damaged or foreign file
+            raise UnreadableCheckpoint(
+                f"cannot read checkpoint file {file}: {type(error).__name__}: {error}"
+            ) from error
 
 
 def check_finite(step: int, terms: dict[str, torch.Tensor]) -> None:
-    """Raises ``FloatingPointError`` naming the step and every non-finite loss term."""
+    """Raises ``FloatingPointError`` naming the step (1-based, as ``history.jsonl`` numbers it) and every
+    non-finite loss term (and per-layer entry)."""
     bad = [name for name, value in terms.items() if value is not None and not torch.isfinite(value).all()]
     if bad:
         values = {name: terms[name].detach().flatten().tolist() for name in bad}
@@ -149,6 +168,25 @@ def check_finite(step: int, terms: dict[str, torch.Tensor]) -> None:
             f"non-finite loss at step {step}: {', '.join(f'{k}={v}' for k, v in values.items())}; "
             "the run stops here and keeps its last good checkpoint"
         )
+
+
+def check_finite_parameters(step: int, module: torch.nn.Module, what: str = "weights") -> None:
+    """Raises ``FloatingPointError`` naming the step and the parameters that are not finite (e.g. after an
+    optimiser step with a far too large learning rate), so that such weights never reach a checkpoint.
+    One device sync for the whole module."""
+    named = [(n, p) for n, p in module.named_parameters()]
+    if not named:
+        return
+    finite = torch.stack([torch.isfinite(p).all() for _, p in named])
+    if bool(finite.all()):
+        return
+    bad = [n for (n, _), ok in zip(named, finite.tolist()) if not ok]
+    shown = ", ".join(bad[:8]) + (f" and {len(bad) - 8} more" if len(bad) > 8 else "")
+    raise FloatingPointError(
+        f"non-finite {what} after the update of step {step}: {len(bad)} of {len(named)} tensors ({shown}); "
+        "the run stops here and keeps its last good checkpoint (lower optimizer.learning_rate or set "
+        "optimizer.grad_clip_norm)"
+    )
 
 
 def ema_model(model: torch.nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel:
@@ -268,19 +306,24 @@ def save_training_state(
 def load_training_state(
     path: Path, accelerator, stateful: dict, generators: dict[str, torch.Generator] | None = None
 ) -> dict:
-    """Restores what ``save_training_state`` wrote into ``stateful``'s objects; returns ``progress``."""
+    """Restores what ``save_training_state`` wrote into ``stateful``'s objects; returns ``progress``. Every
+    file is read before any object changes, so an unreadable file (``UnreadableCheckpoint``) leaves the run
+    as it was."""
     progress = CheckpointManager.load(path, "progress")
     if progress["num_processes"] != accelerator.num_processes:
         raise ValueError(
             f"checkpoint {path} was written by {progress['num_processes']} processes; resuming with "
             f"{accelerator.num_processes} would change the data order (resume with the same number)"
         )
+    names = [name for name, obj in stateful.items() if obj is not None]
+    names += ["scaler"] if accelerator.scaler is not None else []
+    states = {name: CheckpointManager.load(path, name) for name in [*names, "rng"]}
     for name, obj in stateful.items():
         if obj is not None:
-            obj.load_state_dict(CheckpointManager.load(path, name))
+            obj.load_state_dict(states[name])
     if accelerator.scaler is not None:
-        accelerator.scaler.load_state_dict(CheckpointManager.load(path, "scaler"))
-    set_rng_state(CheckpointManager.load(path, "rng")[accelerator.process_index], generators)
+        accelerator.scaler.load_state_dict(states["scaler"])
+    set_rng_state(states["rng"][accelerator.process_index], generators)
     logger.info("resumed from %s at step %d", path, progress["step"])
     return progress
 
@@ -305,3 +348,20 @@ def start_run_logs(accelerator, output_dir: Path, config, step: int, tensorboard
         truncate_logs(output_dir, step)
     mode = "a" if step > 0 else "w"
     return open(output_dir / "history.jsonl", mode), open(output_dir / "validation.jsonl", mode)  # noqa: SIM115
+
+
+def check_weights_file(path: str | os.PathLike, what: str) -> dict:
+    """Loads an externally supplied weights file with ``weights_only=True`` (tensors and plain data; pickled
+    code is refused, never run) and returns its state dict. Libraries that later read the same file with
+    ``weights_only=False`` then only meet what this check allowed. A garbage, truncated or code-carrying file
+    raises ``ValueError`` naming it and ``what`` it should have been."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - torch raises many kinds for a damaged or foreign file
+        reason = (str(error).splitlines() or [""])[0].split(". ")[0]  # torch's advice to unpickle is left out
+        raise ValueError(
+            f"{path} is not a {what} weights file (a torch state dict of tensors): {type(error).__name__}: {reason}"
+        ) from None
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise ValueError(f"{path} is not a {what} weights file: expected a dict of tensors")
+    return state

@@ -210,3 +210,22 @@ def test_rate_distortion_rate_uses_the_models_own_latent_shapes(tmp_path):
     expected = sum(h * w * math.log2(16) for h, w in reference.latent_shapes(32, 32))
     assert row["bits_per_image"] == pytest.approx(expected)
     assert row["family"] == ("SQ-VAE-2" if len(reference.config.layers_per_resolution) > 1 else "SQ-VAE")
+
+
+def test_a_garbage_inception_weights_file_is_named(tmp_path):
+    bad = tmp_path / "pt_inception-2015-12-05.pth"
+    bad.write_bytes(b"\x00garbage")
+    with pytest.raises(ValueError, match=f"{bad} is not a FID Inception weights file"):
+        resolve_inception_weights(bad)
+
+
+@pytest.mark.parametrize(
+    "argument", ["--num-samples=0", "--num-samples=-10", "--max-reference=0", "--batch-size=0"]
+)
+def test_fid_counts_must_be_positive(argument, capsys):
+    with pytest.raises(SystemExit):
+        fid.parse_args(
+            ["generation", "--output", "x", "--pipeline", "p", "--data-config", "d.yaml", argument]
+        )
+    name, value = argument.split("=")
+    assert f"{name} must be >= 1, got {value}" in capsys.readouterr().err

@@ -111,6 +111,8 @@ def test_label_names_and_validation_errors(pipe):
         (dict(class_labels=["three"]), "unknown label name"),
         (dict(class_labels=[3]), "out of range"),
         (dict(class_labels=[-1]), "out of range"),
+        (dict(class_labels=[1.5]), "class labels must be integer ids or names, got 1.5"),
+        (dict(class_labels=torch.tensor([1.0])), "class labels must be integer ids or names, got 1.0"),
         (dict(class_labels=None), "class_labels is required"),
         (dict(class_labels=[0], num_inference_steps=0), "num_inference_steps"),
         (dict(class_labels=[0], guidance_scale=-0.5), "guidance_scale must be >= 0"),

@@ -115,6 +115,8 @@ def test_masked_sampling_determinism_guidance_and_errors():
         sample_masked(model, scheduler, labels, cond, num_inference_steps=0)
     with pytest.raises(ValueError, match="mask_token_id"):
         sample_masked(model, MaskedTokenScheduler(mask_token_id=8), labels, cond)
+    with pytest.raises(ValueError, match=r"class_labels must be \(3,\) integers, got \(3,\) torch.float32"):
+        sample_masked(model, scheduler, torch.tensor([0.0, 1.5, 4.0]), cond)  # not silently truncated
 
 
 def test_guidance_keeps_the_coarse_condition_in_both_passes(monkeypatch):

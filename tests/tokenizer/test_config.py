@@ -55,11 +55,27 @@ def test_overrides_apply_and_are_typed(tmp_path):
         ("data.path=null", "data.path is required"),
         ("logging.validate_every=0", "logging.validate_every must be >= 1"),
         ("losses.adversarial_weight=high", "losses.adversarial_weight: expected float"),
+        ("model.hidden_channels=abc", "model.hidden_channels: expected int, got str 'abc'"),
+        (
+            "model.codebook_sizes=[8, x]",
+            r"model.codebook_sizes: \[8, 'x'\] matches none of list\[int\] \| int",
+        ),
+        ("model.quantizer=fsq", "model.quantizer: expected one of \\['sq', 'vq'\\]"),
     ],
 )
 def test_bad_configs_fail_at_load_time_naming_the_key(override, message):
     with pytest.raises(ValueError, match=message):
         load_config(TrainConfig, CONFIGS[0], [override])
+
+
+def test_exponent_floats_without_a_dot_are_read_as_floats():
+    """YAML 1.1 reads 1e-3 as a string; a float field accepts it (and still rejects words)."""
+    config = load_config(
+        TrainConfig, CONFIGS[0], ["optimizer.learning_rate=1e-3", "losses.perceptual_weight=2E1"]
+    )
+    assert config.optimizer.learning_rate == 1e-3 and config.losses.perceptual_weight == 20.0
+    with pytest.raises(ValueError, match="expected float, got str '1e-3x'"):
+        load_config(TrainConfig, CONFIGS[0], ["optimizer.learning_rate=1e-3x"])
 
 
 def test_missing_config_file():

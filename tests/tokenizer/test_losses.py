@@ -83,3 +83,30 @@ def test_adaptive_weight_is_the_ratio_of_last_layer_gradient_norms():
     torch.testing.assert_close(adaptive_weight(rec, adv, w), torch.tensor(10.0 / (2.5 + 1e-4)))
     assert adaptive_weight(rec, adv, w, max_weight=1.0) == 1.0
     assert not adaptive_weight(rec, adv, w).requires_grad
+
+
+class _Payload:
+    def __reduce__(self):
+        return (print, ("pickled code ran",))
+
+
+def test_supplied_weights_files_are_checked_without_running_pickled_code(tmp_path, monkeypatch, capsys):
+    """A VGG16 file given to LPIPS (and any weights file checked by check_weights_file) is read with
+    weights_only=True: garbage and pickled code give a ValueError naming the file; nothing runs."""
+    import pickle
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "home"))
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(ValueError, match=f"{garbage} is not a VGG16 weights file"):
+        PerceptualLoss(pretrained_backbone=True, vgg16_path=garbage)
+    crafted = tmp_path / "crafted.pth"
+    crafted.write_bytes(pickle.dumps({"weight": _Payload()}))
+    from tokenizer.training_utils import check_weights_file
+
+    with pytest.raises(ValueError, match=f"{crafted} is not a VGG16 weights file"):
+        check_weights_file(crafted, "VGG16")
+    assert "pickled code ran" not in capsys.readouterr().out
+    good = tmp_path / "good.pth"
+    torch.save({"w": torch.ones(2)}, good)
+    assert torch.equal(check_weights_file(good, "VGG16")["w"], torch.ones(2))

@@ -384,3 +384,17 @@ def test_extra_distortion_joins_the_decoder_term(name):
     want = 0.5 * D * torch.log(mse + extra) + 0.5 * D if name == "sqvae2" else mse + extra
     torch.testing.assert_close(out.reconstruction_loss, want)
     torch.testing.assert_close(out.loss - out.reconstruction_loss, plain.loss - plain.reconstruction_loss)
+
+
+def test_bad_images_are_clear_errors(tmp_path):
+    model = make("sqvae2").eval()
+    x = images(batch=3)
+    x[1, 0, 2, 3] = float("nan")
+    with pytest.raises(ValueError, match=r"images \[1\] of the batch hold NaN or inf values"):
+        model.encode(x)
+    with pytest.raises(ValueError, match="images must be a float tensor in \\[0, 1\\], got torch.uint8"):
+        model.encode((images(batch=2) * 255).to(torch.uint8))
+    with pytest.raises(ValueError, match="images must be a float tensor"):
+        model(images(batch=2).numpy())
+    with pytest.raises(FileNotFoundError, match=f"no model folder at {tmp_path / 'missing'}"):
+        HQVAE.from_pretrained(tmp_path / "missing")

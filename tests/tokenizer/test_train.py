@@ -132,7 +132,7 @@ def test_nan_loss_stops_naming_step_and_term_and_keeps_the_last_checkpoint(
 
     monkeypatch.setattr(HQVAE, "forward", forward)
     out = tmp_path / "nan"
-    with pytest.raises(FloatingPointError, match=r"non-finite loss at step 3: objective=\[nan\]"):
+    with pytest.raises(FloatingPointError, match=r"non-finite loss at step 4: objective=\[nan\]"):
         run("tiny_sqvae2", idx_dataset, out, "logging.validate_every=1000")
     assert (out / "checkpoints" / "latest").read_text().strip() == "step-00000002"
     monkeypatch.setattr(HQVAE, "forward", original)

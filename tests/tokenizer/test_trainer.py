@@ -80,3 +80,93 @@ def test_variance_lr_multiplier_puts_log_s2_in_its_own_group(idx_dataset, tmp_pa
         )
     with pytest.raises(ValueError, match="variance_lr_multiplier must be > 0, got 0.0"):
         tiny(idx_dataset, tmp_path / "x", "optimizer.variance_lr_multiplier=0")
+
+
+def test_non_finite_weights_never_reach_a_checkpoint(idx_dataset, tmp_path):
+    """A learning rate of 1e39 turns finite gradients into inf weights: the run stops at that step (1-based, as
+    in history.jsonl), names the tensors, and the kept checkpoint is the last finite one."""
+    import torch
+
+    out = tmp_path / "run"
+    config = tiny(idx_dataset, out, "logging.checkpoint_every=1", "optimizer.max_steps=4")
+    TokenizerTrainer(config).fit()  # 4 good steps, checkpoints at 1..4 (2 kept)
+    (out / "metrics.json").unlink()
+    trainer = TokenizerTrainer(
+        tiny(idx_dataset, out, "logging.checkpoint_every=1", "optimizer.max_steps=6"), resume="latest"
+    )
+    for group in trainer.optimizer.param_groups:  # the resumed optimizer state carries the LR
+        group["lr"] = 1e39
+    with pytest.raises(
+        FloatingPointError, match=r"non-finite weights after the update of step 5: \d+ of \d+ tensors"
+    ):
+        trainer.fit()
+    latest = (out / "checkpoints" / "latest").read_text().strip()
+    assert latest == "step-00000004"
+    state = torch.load(out / "checkpoints" / latest / "model.pt", weights_only=True)
+    assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+
+
+def test_a_nan_names_the_component_term(idx_dataset, tmp_path, monkeypatch):
+    import torch
+
+    original = HQVAE.forward
+
+    def forward(self, images, *args, **kwargs):
+        out = original(self, images, *args, **kwargs)
+        out.kl_losses = out.kl_losses * torch.tensor([1.0, float("nan")])
+        out.loss = out.loss + out.kl_losses.sum()
+        return out
+
+    monkeypatch.setattr(HQVAE, "forward", forward)
+    with pytest.raises(FloatingPointError, match=r"step 1: .*kl_losses=\[[0-9.e+-]+, nan\]"):
+        TokenizerTrainer(tiny(idx_dataset, tmp_path / "run")).fit()
+
+
+def test_resume_latest_falls_back_past_a_truncated_checkpoint(idx_dataset, tmp_path, caplog):
+    out = tmp_path / "run"
+    config = tiny(idx_dataset, out, "logging.checkpoint_every=1", "optimizer.max_steps=4")
+    TokenizerTrainer(config).fit()
+    (out / "metrics.json").unlink()
+    damaged = out / "checkpoints" / "step-00000004" / "optimizer.pt"
+    damaged.write_bytes(damaged.read_bytes()[:100])  # a disk filled up mid-write
+    with caplog.at_level("WARNING"):
+        trainer = TokenizerTrainer(config, resume="latest")
+    assert trainer.step == 3 and str(damaged) in caplog.text
+    with pytest.raises(ValueError, match=f"cannot read checkpoint file {damaged}"):
+        TokenizerTrainer(config, resume=str(out / "checkpoints" / "step-00000004"))
+
+
+def test_checkpoints_hold_no_pickled_objects(idx_dataset, tmp_path):
+    """Every checkpoint file loads with weights_only=True (tensors and plain data), and a file with pickled
+    code is refused, not executed."""
+    import pickle
+
+    import torch
+
+    out = tmp_path / "run"
+    TokenizerTrainer(tiny(idx_dataset, out, "optimizer.max_steps=2", "optimizer.ema_decay=0.9")).fit()
+    folder = out / "checkpoints" / "step-00000002"
+    for file in folder.glob("*.pt"):
+        torch.load(file, weights_only=True)
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ("pickled code ran",))
+
+    (folder / "progress.pt").write_bytes(pickle.dumps(Payload()))
+    with pytest.raises(ValueError, match="cannot read checkpoint file"):
+        TokenizerTrainer(tiny(idx_dataset, out, "optimizer.max_steps=2"), resume=str(folder))
+
+
+def test_a_failed_run_ends_with_its_error(idx_dataset, tmp_path):
+    """The last line a user sees is the error, not a progress bar redrawn after the traceback."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).parents[2]
+    command = [sys.executable, str(root / "tokenizer" / "train.py"), "--config", str(CONFIG),
+               f"data.path={idx_dataset}", f"output_dir={tmp_path / 'run'}", "optimizer.learning_rate=1e39"]  # fmt: skip
+    proc = subprocess.run(command, capture_output=True, text=True, cwd=root, timeout=300)
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("FloatingPointError: non-finite weights after the update of step 1"), last
