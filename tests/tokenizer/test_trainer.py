@@ -170,3 +170,54 @@ def test_a_failed_run_ends_with_its_error(idx_dataset, tmp_path):
     assert proc.returncode != 0
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("FloatingPointError: non-finite weights after the update of step 1"), last
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_moments_never_breaks_resume(idx_dataset, tmp_path):
+    """Kills a tiny training run with SIGKILL at random moments (at least 10 times, some late enough to land
+    in the finish phase), resumes after each, and compares the final weights with an uninterrupted run."""
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import torch
+    from safetensors.torch import load_file
+
+    root = Path(__file__).parents[2]
+    settings = [f"data.path={idx_dataset}", "optimizer.max_steps=30", "logging.checkpoint_every=1",
+                "logging.validate_every=4", "data.max_eval_images=32"]  # fmt: skip
+
+    def command(out: Path, resume: bool) -> list[str]:
+        extra = ["--resume", "latest"] if resume else []
+        return [sys.executable, str(root / "tokenizer" / "train.py"), "--config", str(CONFIG),
+                f"output_dir={out}", *settings, *extra]  # fmt: skip
+
+    reference = tmp_path / "reference"
+    subprocess.run(command(reference, False), check=True, capture_output=True, cwd=root, timeout=600)
+    run, rng, kills, finish_kills = tmp_path / "killed", random.Random(0), 0, 0
+    final = run / "checkpoints" / "step-00000030"
+    while not is_finished(run):
+        resume = (run / "checkpoints" / "latest").exists()
+        proc = subprocess.Popen(
+            command(run, resume), cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        if kills < 10:  # anywhere: start-up, training steps, checkpoint writes
+            time.sleep(rng.uniform(1.0, 8.0))
+        elif finish_kills < 3:  # in the finish phase: after the last checkpoint, before metrics.json
+            while proc.poll() is None and not final.exists():
+                time.sleep(0.05)
+            time.sleep(rng.uniform(0.0, 0.5))
+        else:
+            proc.wait(timeout=600)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+            finish_kills += final.exists()
+        stderr = proc.communicate()[1].decode()
+        assert proc.returncode in (0, -signal.SIGKILL), stderr[-2000:]
+    assert kills >= 10 and finish_kills >= 1
+    ours = load_file(run / "model" / "diffusion_pytorch_model.safetensors")
+    theirs = load_file(reference / "model" / "diffusion_pytorch_model.safetensors")
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
