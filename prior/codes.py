@@ -121,3 +121,60 @@ def collate_codes(batch):
     """-> (list of (B, h_l, w_l) long tensors, labels (B,))."""
     codes, labels = zip(*batch)
     return [torch.stack(layer) for layer in zip(*codes)], torch.stack(labels)
+
+
+# Model construction from the codes' metadata
+def count_classes(meta: dict, dataset: CodeDataset) -> int:
+    """Classes from the label names, else max label + 1; 0 when the codes have no labels (unconditional)."""
+    if meta.get("label_names"):
+        return len(meta["label_names"])
+    labels = (
+        torch.stack([dataset[i][1] for i in range(len(dataset))]) if not dataset.in_memory else dataset.labels
+    )
+    return int(labels.max()) + 1 if labels.numel() and int(labels.max()) >= 0 else 0
+
+
+def derived_kwargs(prior: str, level: int, meta: dict, num_classes: int) -> dict:
+    """The shape arguments of the prior, read off the tokenizer's codes."""
+    sizes, shapes = meta["codebook_sizes"], [tuple(s) for s in meta["latent_shapes"]]
+    if prior == "masked":
+        if not 0 <= level < len(sizes):
+            raise ValueError(
+                f"level must be in [0, {len(sizes)}) for a {len(sizes)}-layer tokenizer, got {level}"
+            )
+        return {
+            "codebook_size": sizes[level],
+            "height": shapes[level][0],
+            "width": shapes[level][1],
+            "num_classes": num_classes,
+            "condition_codebook_sizes": list(sizes[:level]),
+            "condition_shapes": [list(s) for s in shapes[:level]],
+        }
+    if len(set(shapes)) != 1:
+        raise ValueError(
+            f"the RQ-Transformer needs every code layer at one resolution (RSQ-VAE / RQ-VAE); these codes have "
+            f"shapes {shapes} (use prior: masked, one per level)"
+        )
+    return {
+        "codebook_sizes": list(sizes),
+        "depth": len(sizes),
+        "height": shapes[0][0],
+        "width": shapes[0][1],
+        "num_classes": num_classes,
+    }
+
+
+def unigram_entropy(dataset: CodeDataset, layers: list[int], sizes: list[int]) -> float:
+    """Mean over ``layers`` of the entropy (nats) of the codes' marginal distribution: the loss of a prior
+    that knows only code frequencies (a tighter baseline than log K)."""
+    entropies = []
+    for layer in layers:
+        codes = (
+            dataset.codes[layer]
+            if dataset.in_memory
+            else torch.stack([dataset[i][0][layer] for i in range(len(dataset))])
+        )
+        p = torch.bincount(codes.flatten().long(), minlength=sizes[layer]).double()
+        p = p[p > 0] / p.sum()
+        entropies.append(float(-(p * p.log()).sum()))
+    return sum(entropies) / len(entropies)

@@ -23,164 +23,20 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import torch
 from torch.utils.data import DataLoader
 
-from prior.codes import CodeDataset, collate_codes, read_meta
+from prior.codes import CodeDataset, collate_codes, count_classes, derived_kwargs, read_meta, unigram_entropy
 from prior.masked import MaskedTokenTransformer
 from prior.rq_transformer import RQTransformer
-from tokenizer.config import check_kwargs, check_positive, to_dict
-from tokenizer.trainer import BaseTrainer, LoggingConfig
+from prior.train_config import PriorTrainConfig
+from tokenizer.config import to_dict
+from tokenizer.trainer import BaseTrainer
 from tokenizer.training_utils import fused_optimizer_supported, training_command
 
 logger = logging.getLogger("prior.train")
-
-# constructor arguments filled in from the codes' meta.json (not to be set in ``model:``)
-DERIVED = {
-    "masked": (
-        "codebook_size",
-        "height",
-        "width",
-        "num_classes",
-        "condition_codebook_sizes",
-        "condition_shapes",
-    ),
-    "rq": ("codebook_sizes", "depth", "height", "width", "num_classes"),
-}
-
-
-@dataclass
-class PriorDataConfig:
-    codes_dir: str = ""  # a folder written by prior/extract.py
-    train_split: str = "train"
-    validation_split: str | None = "validation"
-    batch_size: int = 64
-    eval_batch_size: int = 256
-    max_eval_items: int | None = None  # cap validation (None: the whole split)
-    in_memory: bool = True  # False: read items from memory-mapped shards
-    num_workers: int = 0
-
-
-@dataclass
-class PriorOptimizerConfig:
-    learning_rate: float = 4e-4
-    betas: tuple[float, float] = (0.9, 0.96)  # MaskGIT
-    weight_decay: float = 0.045  # MaskGIT
-    warmup_steps: int = 500
-    min_learning_rate_ratio: float = 0.0  # cosine decay to this fraction of the peak
-    max_steps: int = 5000
-    grad_clip_norm: float | None = 1.0
-    gradient_accumulation_steps: int = 1
-    ema_decay: float | None = None
-    gradient_checkpointing: bool = False
-
-
-@dataclass
-class SamplingConfig:
-    """Settings of the sample grids (and the defaults recorded for the pipeline)."""
-
-    num_inference_steps: int = 12  # masked prior
-    guidance_scale: float = 1.0  # 1: no guidance
-    guidance_schedule: Literal["constant", "linear", "cosine"] = "constant"
-    temperature: float = 1.0
-    choice_temperature: float = 4.5  # masked prior (MaskGIT)
-    top_k: int | None = None
-    top_p: float | None = None
-    samples_per_class: int = 8
-    max_classes: int = 10  # rows of the grid
-
-
-@dataclass
-class PriorTrainConfig:
-    prior: Literal["masked", "rq"] = "masked"
-    level: int = 0  # masked prior: which code layer (0 = top) it models
-    model: dict = field(default_factory=dict)
-    data: PriorDataConfig = field(default_factory=PriorDataConfig)
-    optimizer: PriorOptimizerConfig = field(default_factory=PriorOptimizerConfig)
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)
-    logging: LoggingConfig = field(default_factory=LoggingConfig)
-    tokenizer: str | None = None  # model folder for decoding grids (None: the tokenizer named in meta.json)
-    output_dir: str = "runs/prior"
-    seed: int = 0
-    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
-    num_threads: int | None = None
-
-    def __post_init__(self):
-        if not self.data.codes_dir:
-            raise ValueError("data.codes_dir is required (a folder written by prior/extract.py)")
-        model_class = MaskedTokenTransformer if self.prior == "masked" else RQTransformer
-        check_kwargs(model_class.__init__, self.model, "model")
-        derived = [k for k in DERIVED[self.prior] if k in self.model]
-        if derived:
-            raise ValueError(f"model.{derived[0]} comes from the codes' meta.json; remove it from the config")
-        check_positive(self, ["optimizer.max_steps", "optimizer.gradient_accumulation_steps", "data.batch_size",
-                              "data.eval_batch_size", "logging.log_every", "logging.validate_every",
-                              "logging.checkpoint_every", "sampling.num_inference_steps"])  # fmt: skip
-        if self.optimizer.warmup_steps < 0:
-            raise ValueError(f"optimizer.warmup_steps must be >= 0, got {self.optimizer.warmup_steps}")
-
-
-# ------------------------------------------------------------------------------------------------------------
-# Model construction from the codes' metadata
-# ------------------------------------------------------------------------------------------------------------
-def count_classes(meta: dict, dataset: CodeDataset) -> int:
-    """Classes from the label names, else max label + 1; 0 when the codes have no labels (unconditional)."""
-    if meta.get("label_names"):
-        return len(meta["label_names"])
-    labels = (
-        torch.stack([dataset[i][1] for i in range(len(dataset))]) if not dataset.in_memory else dataset.labels
-    )
-    return int(labels.max()) + 1 if labels.numel() and int(labels.max()) >= 0 else 0
-
-
-def derived_kwargs(prior: str, level: int, meta: dict, num_classes: int) -> dict:
-    """The shape arguments of the prior, read off the tokenizer's codes."""
-    sizes, shapes = meta["codebook_sizes"], [tuple(s) for s in meta["latent_shapes"]]
-    if prior == "masked":
-        if not 0 <= level < len(sizes):
-            raise ValueError(
-                f"level must be in [0, {len(sizes)}) for a {len(sizes)}-layer tokenizer, got {level}"
-            )
-        return {
-            "codebook_size": sizes[level],
-            "height": shapes[level][0],
-            "width": shapes[level][1],
-            "num_classes": num_classes,
-            "condition_codebook_sizes": list(sizes[:level]),
-            "condition_shapes": [list(s) for s in shapes[:level]],
-        }
-    if len(set(shapes)) != 1:
-        raise ValueError(
-            f"the RQ-Transformer needs every code layer at one resolution (RSQ-VAE / RQ-VAE); these codes have "
-            f"shapes {shapes} (use prior: masked, one per level)"
-        )
-    return {
-        "codebook_sizes": list(sizes),
-        "depth": len(sizes),
-        "height": shapes[0][0],
-        "width": shapes[0][1],
-        "num_classes": num_classes,
-    }
-
-
-def unigram_entropy(dataset: CodeDataset, layers: list[int], sizes: list[int]) -> float:
-    """Mean over ``layers`` of the entropy (nats) of the codes' marginal distribution: the loss of a prior
-    that knows only code frequencies (a tighter baseline than log K)."""
-    entropies = []
-    for layer in layers:
-        codes = (
-            dataset.codes[layer]
-            if dataset.in_memory
-            else torch.stack([dataset[i][0][layer] for i in range(len(dataset))])
-        )
-        p = torch.bincount(codes.flatten().long(), minlength=sizes[layer]).double()
-        p = p[p > 0] / p.sum()
-        entropies.append(float(-(p * p.log()).sum()))
-    return sum(entropies) / len(entropies)
 
 
 # ------------------------------------------------------------------------------------------------------------
