@@ -128,56 +128,57 @@ def extract(
                 "use a new --output"
             )
     meta = {**header, "splits": meta.get("splits", {})}
-    dtype = code_dtype(model.codebook_sizes)
     for split in splits:
-        dataset = datasets[split]
-        total = len(dataset) if max_items is None else min(max_items, len(dataset))
+        total = len(datasets[split]) if max_items is None else min(max_items, len(datasets[split]))
         num_shards = max(1, -(-total // shard_size))
         _check_plan(output / split, {"shard_size": shard_size, "source_items": total}, state.is_main_process)
         mine = [s for s in range(num_shards) if s % state.num_processes == state.process_index]
         todo = [s for s in mine if not shard_path(output, split, s).exists()]
-        progress = tqdm(total=len(todo), desc=f"extract {split}", disable=not state.is_main_process)
-        for shard in todo:
+        for shard in tqdm(todo, desc=f"extract {split}", disable=not state.is_main_process):
             start, stop = shard * shard_size, min((shard + 1) * shard_size, total)
-            loader = DataLoader(
-                _Indexed(dataset, start, stop),
-                batch_size=batch_size,
-                num_workers=num_workers,
-                collate_fn=_collate,
-            )
-            codes, labels, index = [[] for _ in shapes], [], []
-            for images, batch_labels, kept in loader:
-                if images is None:  # every image of the batch was bad (skipped and logged by the dataset)
-                    continue
-                for layer, c in enumerate(model.encode(images.to(state.device))):
-                    codes[layer].append(c.cpu())
-                labels.append(batch_labels.long())
-                index.append(kept)
-            write_shard(
-                shard_path(output, split, shard),
-                [torch.cat(c) if c else torch.zeros(0, *s, dtype=torch.long) for c, s in zip(codes, shapes)],
-                torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long),
-                torch.cat(index) if index else torch.zeros(0, dtype=torch.long),
-                dtype,
-            )
-            progress.update(1)
-        progress.close()
+            _write_codes(model, _Indexed(datasets[split], start, stop), shard_path(output, split, shard),
+                         shapes, batch_size, num_workers, state.device)  # fmt: skip
         state.wait_for_everyone()
         if state.is_main_process:
-            from safetensors import safe_open
-
-            items = 0
-            for s in range(num_shards):
-                with safe_open(str(shard_path(output, split, s)), "pt") as f:
-                    items += f.get_slice("labels").get_shape()[0]
-            meta["splits"][split] = {"num_shards": num_shards, "num_items": items, "source_items": total}
-            output.mkdir(parents=True, exist_ok=True)
-            tmp = meta_path.with_name("meta.json.tmp")
-            tmp.write_text(json.dumps(meta, indent=2))
-            tmp.replace(meta_path)
-            logger.info("%s: %d items in %d shards -> %s", split, items, num_shards, output / split)
+            _record_split(meta, meta_path, output, split, num_shards, total)
         state.wait_for_everyone()
     return json.loads(meta_path.read_text())
+
+
+def _write_codes(model, items, path: Path, shapes, batch_size: int, num_workers: int, device) -> None:
+    """Encodes ``items`` (argmax codes) and writes one shard (bad images skipped; source indices kept)."""
+    loader = DataLoader(items, batch_size=batch_size, num_workers=num_workers, collate_fn=_collate)
+    codes, labels, index = [[] for _ in shapes], [], []
+    for images, batch_labels, kept in loader:
+        if images is None:  # every image of the batch was bad (skipped and logged by the dataset)
+            continue
+        for layer, c in enumerate(model.encode(images.to(device))):
+            codes[layer].append(c.cpu())
+        labels.append(batch_labels.long())
+        index.append(kept)
+    write_shard(
+        path,
+        [torch.cat(c) if c else torch.zeros(0, *s, dtype=torch.long) for c, s in zip(codes, shapes)],
+        torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long),
+        torch.cat(index) if index else torch.zeros(0, dtype=torch.long),
+        code_dtype(model.codebook_sizes),
+    )
+
+
+def _record_split(meta: dict, meta_path: Path, output: Path, split: str, num_shards: int, total: int) -> None:
+    """Counts a finished split's items and records it in meta.json (atomically): only complete splits appear."""
+    from safetensors import safe_open
+
+    items = 0
+    for s in range(num_shards):
+        with safe_open(str(shard_path(output, split, s)), "pt") as f:
+            items += f.get_slice("labels").get_shape()[0]
+    meta["splits"][split] = {"num_shards": num_shards, "num_items": items, "source_items": total}
+    output.mkdir(parents=True, exist_ok=True)
+    tmp = meta_path.with_name("meta.json.tmp")
+    tmp.write_text(json.dumps(meta, indent=2))
+    tmp.replace(meta_path)
+    logger.info("%s: %d items in %d shards -> %s", split, items, num_shards, output / split)
 
 
 def parse_args(argv=None):
