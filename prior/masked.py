@@ -256,6 +256,18 @@ class MaskedTokenTransformer(ModelMixin, ConfigMixin):
         tokens = codes.masked_fill(mask, self.mask_token_id)
         return tokens, training_class_labels(self, class_labels, batch, codes.device, generator)
 
+    @property
+    def level(self) -> int:
+        """The code level this prior models: the number of coarser levels it is conditioned on."""
+        return len(self.config.condition_shapes)
+
+    def training_batch(self, codes: list[torch.Tensor], class_labels, generator=None) -> dict:
+        """``forward``'s keyword arguments for one training batch of every level's codes (coarsest first):
+        this level's codes masked on the training schedule, the coarser levels as condition, class dropout."""
+        target = codes[self.level]
+        tokens, labels = self.training_inputs(target, class_labels, generator)
+        return {"tokens": tokens, "class_labels": labels, "condition": codes[: self.level], "labels": target}
+
     # -- sampling --------------------------------------------------------------------------------------------
     def make_scheduler(self, choice_temperature: float | None = None):
         """The MaskGIT scheduler of this prior, on the masking schedule it was trained with (one definition)."""

@@ -168,6 +168,12 @@ class RQTransformer(ModelMixin, ConfigMixin):
     def num_classes(self) -> int:
         return self.config.num_classes
 
+    def training_batch(self, codes: list[torch.Tensor], class_labels, generator=None) -> dict:
+        """``forward``'s keyword arguments for one training batch of every level's codes: the stacked residual
+        codes (B, h, w, D) and the class labels with class dropout."""
+        stacked, labels = self.training_inputs(torch.stack(codes, dim=-1), class_labels, generator)
+        return {"codes": stacked, "class_labels": labels}
+
     @torch.no_grad()
     def sample(
         self,

@@ -106,17 +106,10 @@ class PriorTrainer(BaseTrainer):
     # -- one step --------------------------------------------------------------------------------------------
     def loss(self, model, codes: list[torch.Tensor], labels: torch.Tensor, generator: torch.Generator):
         """The training objective on one batch: masked-token or next-code cross-entropy (nats per token)."""
-        labels = self._labels(labels)
         inner = self.accelerator.unwrap_model(model)
+        batch = inner.training_batch(codes, self._labels(labels), generator)  # the family's own inputs
         with self.accelerator.autocast():
-            if self.config.prior == "masked":
-                target = codes[self.config.level]
-                tokens, labels = inner.training_inputs(target, labels, generator)
-                out = model(tokens, labels, codes[: self.config.level], labels=target)
-            else:
-                stacked = torch.stack(codes, dim=-1)
-                stacked, labels = inner.training_inputs(stacked, labels, generator)
-                out = model(stacked, labels)
+            out = model(**batch)
         return out.loss, out.accuracy
 
     def compute_loss(self, batch):
