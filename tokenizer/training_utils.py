@@ -82,6 +82,11 @@ def set_rng_state(state: dict, generators: dict[str, torch.Generator] | None = N
         generator.set_state(state["generators"][name])
 
 
+def _first_sentence(error: Exception) -> str:
+    """An error's first sentence (torch's weights-only errors go on to advise unpickling, which we never do)."""
+    return (str(error).splitlines() or [""])[0].split(". ")[0]
+
+
 class UnreadableCheckpoint(ValueError):
     """A checkpoint file that is truncated, damaged or not a checkpoint."""
 
@@ -153,9 +158,13 @@ class CheckpointManager:
         except FileNotFoundError:
             raise
         except Exception as error:  # noqa: BLE001 - torch raises many kinds for a damaged or foreign file
+            hint = ""
+            if "numpy" in str(error):  # written before checkpoints held plain data only
+                hint = " (a checkpoint from hqvae before weights-only loading: finish that run with the version that wrote it)"
+            reason = _first_sentence(error)
             raise UnreadableCheckpoint(
-                f"cannot read checkpoint file {file}: {type(error).__name__}: {error}"
-            ) from error
+                f"cannot read checkpoint file {file}: {type(error).__name__}: {reason}{hint}"
+            ) from None
 
 
 def check_finite(step: int, terms: dict[str, torch.Tensor]) -> None:
@@ -358,7 +367,7 @@ def check_weights_file(path: str | os.PathLike, what: str) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - torch raises many kinds for a damaged or foreign file
-        reason = (str(error).splitlines() or [""])[0].split(". ")[0]  # torch's advice to unpickle is left out
+        reason = _first_sentence(error)
         raise ValueError(
             f"{path} is not a {what} weights file (a torch state dict of tensors): {type(error).__name__}: {reason}"
         ) from None
