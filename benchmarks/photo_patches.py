@@ -124,4 +124,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from tokenizer.console import run_cli
+
+    run_cli(main)

@@ -28,10 +28,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from eval.inception import FEATURES, LOGITS, InceptionFeatures, cache_dir, resolve_inception_weights
 from pipelines.sample import generate_shards, to_uint8
+from tokenizer.console import progress_bar
 from tokenizer.data import dataset_split, load_data_config
 
 logger = logging.getLogger("eval.fid")
@@ -82,7 +82,7 @@ def extract_features(
 ):
     """Concatenated features and logits (None without logits) of uint8 image batches."""
     features, logits = [], []
-    with tqdm(total=total, desc=desc, unit="img") as progress:
+    with progress_bar(total=total, desc=desc, unit="img") as progress:
         for images in batches:
             out = extractor(images)
             features.append(out[FEATURES])
@@ -414,4 +414,6 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from tokenizer.console import run_cli
+
+    run_cli(main)

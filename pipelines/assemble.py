@@ -116,4 +116,6 @@ def main(argv=None) -> HQVAEPipeline:
 
 
 if __name__ == "__main__":
-    main()
+    from tokenizer.console import run_cli
+
+    run_cli(main)

@@ -23,6 +23,7 @@ from diffusers.utils import BaseOutput
 from prior.masked import MaskedPriorStack
 from prior.rq_transformer import RQTransformer
 from prior.scheduler import MaskedTokenScheduler
+from tokenizer.console import progress_bar as console_progress_bar
 from tokenizer.model import HQVAE
 
 OUTPUT_TYPES = ("pil", "np", "pt", "codes")
@@ -118,7 +119,12 @@ class HQVAEPipeline(DiffusionPipeline):
             raise ValueError(f"unknown label name(s) {unknown}; known names: {sorted(self.labels)}")
         return [self.labels[n] for n in names]
 
-    def _class_ids(self, class_labels, num_images_per_label: int) -> list[int] | None:
+    def class_names(self) -> dict[int, str]:
+        """Class id -> its first name (``id2label``), for labelling grids."""
+        return {int(k): v.split(",")[0].strip() for k, v in (self.config.id2label or {}).items()}
+
+    def class_ids(self, class_labels, num_images_per_label: int) -> list[int] | None:
+        """The class id of every image ``__call__`` draws (names resolved, each repeated per image)."""
         if not isinstance(num_images_per_label, int) or num_images_per_label < 1:
             raise ValueError(f"num_images_per_label must be an integer >= 1, got {num_images_per_label!r}")
         if class_labels is None:
@@ -193,7 +199,7 @@ class HQVAEPipeline(DiffusionPipeline):
         """
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
-        labels = self._class_ids(class_labels, num_images_per_label)
+        labels = self.class_ids(class_labels, num_images_per_label)
         total = len(labels) if labels is not None else num_images_per_label
         if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
             raise ValueError(f"batch_size must be an integer >= 1 or None, got {batch_size!r}")
@@ -247,7 +253,20 @@ class HQVAEPipeline(DiffusionPipeline):
             return (images, returned_codes)
         return HQVAEPipelineOutput(images=images, codes=returned_codes)
 
-    # -- saving ----------------------------------------------------------------------------------------------
+    def progress_bar(self, iterable=None, total=None):
+        """diffusers' progress bar (``set_progress_bar_config`` applies) that does not flood a log file."""
+        return console_progress_bar(iterable, total=total, **getattr(self, "_progress_bar_config", {}))
+
+    # -- loading and saving ------------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        """diffusers' ``from_pretrained``, which also takes the main job's output folder (it loads ``pipeline/``);
+        a local path that does not exist is a ``FileNotFoundError`` naming it, without a hub lookup."""
+        from tokenizer.runs import pretrained_folder
+
+        path = pretrained_folder(pretrained_model_name_or_path, "model_index.json", "pipeline")
+        return super().from_pretrained(path, **kwargs)
+
     def save_pretrained(self, save_directory: str | Path, **kwargs) -> None:
         """Saves the components (safetensors + configs) and a model card (README.md)."""
         super().save_pretrained(save_directory, **kwargs)

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+
+from tokenizer.console import progress_bar
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
@@ -52,7 +53,7 @@ def generate_shards(
     mine = [s for s in range(num_shards) if s % state.num_processes == state.process_index]
     todo = [s for s in mine if not (output / f"samples-{s:05d}.npz").exists()]
     output.mkdir(parents=True, exist_ok=True)
-    for shard in tqdm(todo, desc="generate shards", disable=not state.is_main_process):
+    for shard in progress_bar(todo, desc="generate shards", disable=not state.is_main_process):
         start, stop = shard * shard_size, min((shard + 1) * shard_size, num_samples)
         seeds = [seed * 10**9 + i for i in range(start, stop)]
         generators = [torch.Generator().manual_seed(s) for s in seeds]
@@ -78,10 +79,14 @@ def generate_shards(
     return [output / f"samples-{s:05d}.npz" for s in range(num_shards)]
 
 
-def main(argv=None) -> dict:
-    from torchvision.utils import save_image
+def sample_grid_title(settings: dict, guidance_scale) -> str:
+    shown = ", ".join(f"{k} {v}" for k, v in settings.items() if v is not None)
+    return f"pipeline samples, one row per class (guidance {guidance_scale}, {shown})"
 
+
+def main(argv=None) -> dict:
     from pipelines import HQVAEPipeline
+    from tokenizer.grids import class_rows, save_labelled_grid
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -134,16 +139,21 @@ def main(argv=None) -> dict:
         **kwargs,
     ).images
     elapsed = time.perf_counter() - start
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    save_image(images, args.output, nrow=args.per_label, padding=1, pad_value=1.0)
+    ids = pipe.class_ids(labels, args.per_label) or [-1] * len(images)
+    names = {**pipe.class_names(), -1: "unconditional"}
+    rows, row_labels = class_rows(images, ids, names)
+    save_labelled_grid(args.output, rows, row_labels, title=sample_grid_title(kwargs, scale))
     result = {
         "images": len(images),
         "seconds": round(elapsed, 2),
         "images_per_second": round(len(images) / elapsed, 2),
+        "rows": row_labels,
     }
     logging.getLogger("pipelines.sample").info("%s -> %s", result, args.output)
     return result
 
 
 if __name__ == "__main__":
-    main()
+    from tokenizer.console import run_cli
+
+    run_cli(main)

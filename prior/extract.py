@@ -20,10 +20,10 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from prior.codes import META_FORMAT, META_VERSION, code_dtype, shard_path, write_shard
 from tokenizer.config import to_dict
+from tokenizer.console import progress_bar
 from tokenizer.data import SPLITS, DataConfig, build_datasets, collate_images
 from tokenizer.model import HQVAE
 from tokenizer.runs import tokenizer_and_data
@@ -134,7 +134,7 @@ def extract(
         _check_plan(output / split, {"shard_size": shard_size, "source_items": total}, state.is_main_process)
         mine = [s for s in range(num_shards) if s % state.num_processes == state.process_index]
         todo = [s for s in mine if not shard_path(output, split, s).exists()]
-        for shard in tqdm(todo, desc=f"extract {split}", disable=not state.is_main_process):
+        for shard in progress_bar(todo, desc=f"extract {split}", disable=not state.is_main_process):
             start, stop = shard * shard_size, min((shard + 1) * shard_size, total)
             _write_codes(model, _Indexed(datasets[split], start, stop), shard_path(output, split, shard),
                          shapes, batch_size, num_workers, state.device)  # fmt: skip
@@ -214,4 +214,6 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from tokenizer.console import run_cli
+
+    run_cli(main)

@@ -11,12 +11,12 @@ import math
 from collections.abc import Sequence
 
 import torch
-from tqdm.auto import tqdm
 
 from prior.logits import Generators, check_sampling_arguments, sample_logits
 from prior.masked import MaskedTokenTransformer, check_class_labels
 from prior.rq_transformer import RQTransformer
 from prior.scheduler import MaskedTokenScheduler
+from tokenizer.console import progress_bar
 
 GUIDANCE_SCHEDULES = ("constant", "linear", "cosine")
 
@@ -103,7 +103,9 @@ def sample_masked(
     tokens = torch.full((batch, model.num_tokens), model.mask_token_id, dtype=torch.long, device=device)
     null = torch.full_like(labels, model.null_class)
     scheduler.set_timesteps(num_inference_steps, device=device)
-    for i, t in enumerate(tqdm(scheduler.timesteps, desc="masked prior", disable=not progress, leave=False)):
+    for i, t in enumerate(
+        progress_bar(scheduler.timesteps, desc="masked prior", disable=not progress, leave=False)
+    ):
         scale = guidance_at(i, num_inference_steps, guidance_scale, guidance_schedule)
 
         def logits_fn(doubled: bool, tokens=tokens):
@@ -163,7 +165,7 @@ def sample_rq(
     codes = torch.zeros(batch, model.num_tokens, depth, dtype=torch.long, device=device)
     spatial_cache = DynamicCache() if use_cache else None
     spatial_in = model.start_tokens(run_labels)  # (runs, 1, d): the inputs not yet fed
-    for t in tqdm(range(model.num_tokens), desc="RQ-Transformer", disable=not progress, leave=False):
+    for t in progress_bar(range(model.num_tokens), desc="RQ-Transformer", disable=not progress, leave=False):
         if use_cache:
             out = model.spatial(inputs_embeds=spatial_in, past_key_values=spatial_cache, use_cache=True)
             spatial_cache = out.past_key_values

@@ -126,6 +126,8 @@ class PriorTrainer(BaseTrainer):
         return {"lr_scheduler": self.lr_scheduler}
 
     # -- evaluation ------------------------------------------------------------------------------------------
+    validation_keys = ("loss", "uniform_loss", "accuracy")
+
     @torch.no_grad()
     def validate(self) -> dict:
         """Loss on the validation split with a fixed generator (the same masks at every validation), eval mode
@@ -221,7 +223,7 @@ class PriorTrainer(BaseTrainer):
         return sampled if isinstance(sampled, list) else condition + [sampled]
 
     def save_grid(self, path: Path) -> None:
-        from torchvision.utils import save_image
+        from tokenizer.grids import class_rows, save_labelled_grid
 
         s = self.config.sampling
         classes = list(range(min(self.num_classes, s.max_classes))) or [self.num_classes]
@@ -234,8 +236,10 @@ class PriorTrainer(BaseTrainer):
         model.train(was_training)
         tokenizer = self.tokenizer_model()
         images = tokenizer.decode_indices(codes, num_layers=len(codes)).float().clamp(0, 1)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_image(images, path, nrow=s.samples_per_class, padding=1, pad_value=1.0)
+        names = {**dict(enumerate(self.meta.get("label_names") or [])), self.num_classes: "unconditional"}
+        given = f"level {len(condition)} given real coarser codes, " if len(condition) else ""
+        title = f"prior samples at step {self.step} ({given}one row per class)"
+        save_labelled_grid(path, *class_rows(images, labels.tolist(), names), title=title)
 
     def finish(self, items: int, elapsed: float) -> dict:
         cfg, validation = self.config, self.last_validation
@@ -294,4 +298,6 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from tokenizer.console import run_cli
+
+    run_cli(main)

@@ -12,7 +12,8 @@ import math
 from dataclasses import asdict, dataclass
 
 import torch
-from tqdm.auto import tqdm
+
+from tokenizer.console import progress_bar
 
 from .quantizers import perplexity_from_counts
 
@@ -54,7 +55,7 @@ def evaluate_reconstruction(
     ssim_sum, lpips_sum, loss_sum = 0.0, 0.0, 0.0
     kl_sum = torch.zeros(model.num_layers, dtype=torch.float64)
     counts = [torch.zeros(k, dtype=torch.long, device=device) for k in model.codebook_sizes]
-    for batch in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
+    for batch in progress_bar(loader, desc="evaluate", disable=not progress, leave=False):
         images = batch[0]
         if images is None:
             continue

@@ -21,7 +21,6 @@ Data flow (B = batch, d_b = embedding_dim, (h_r, w_r) the latent size at resolut
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from typing import Literal
 
@@ -277,7 +276,12 @@ class HQVAE(ModelMixin, ConfigMixin):
     @property
     def downsample_factor(self) -> int:
         """Total downsampling from the image to the coarsest latent grid."""
-        return 2 ** (self.config.num_stem_downsamples + self.num_resolutions - 1)
+        return self.downsample_factor_of(self.config.num_stem_downsamples, self.num_resolutions)
+
+    @staticmethod
+    def downsample_factor_of(num_stem_downsamples: int, num_resolutions: int) -> int:
+        """2^(num_stem_downsamples + num_resolutions - 1): image sides must be multiples of it."""
+        return 2 ** (num_stem_downsamples + num_resolutions - 1)
 
     def latent_shapes(self, height: int, width: int) -> list[tuple[int, int]]:
         """(h_l, w_l) of every layer's code map for an image of the given size, top layer first."""
@@ -535,13 +539,13 @@ class HQVAE(ModelMixin, ConfigMixin):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
-        """diffusers' ``from_pretrained``; a local path that does not exist is a ``FileNotFoundError`` naming it
-        (instead of a hub lookup that fails with a connection message)."""
-        path = str(pretrained_model_name_or_path)
-        looks_local = path.startswith((".", "/", "~")) or path.count("/") >= 2 or "\\" in path
-        if looks_local and not os.path.isdir(os.path.expanduser(path)):
-            raise FileNotFoundError(
-                f"no model folder at {path} (expected config.json + weights from save_pretrained)"
+        """diffusers' ``from_pretrained``, which also takes a training run folder (it loads ``model/``); a local
+        path that does not exist is a ``FileNotFoundError`` naming it (``tokenizer.runs.pretrained_folder``)."""
+        from tokenizer.runs import pretrained_folder
+
+        if kwargs.get("subfolder") is None:
+            pretrained_model_name_or_path = pretrained_folder(
+                pretrained_model_name_or_path, "config.json", "model"
             )
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 

@@ -6,9 +6,38 @@ a tokenizer's weights and data through these two functions.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from tokenizer.data import DataConfig, load_data_config
+
+
+def pretrained_folder(path: str | os.PathLike, marker: str, inner: str) -> str | os.PathLike:
+    """What ``from_pretrained`` should load for ``path``: a folder holding ``marker`` as is; a run folder whose
+    ``inner/`` holds it (a tokenizer run's ``model/``, the main job's ``pipeline/``) -> that sub-folder; a local
+    path without either -> ``FileNotFoundError`` naming what was expected (no hub lookup that fails later with
+    a connection message); anything else (a hub id such as ``owner/name``) unchanged."""
+    text = os.path.expanduser(str(path))
+    folder = Path(text)
+    if (folder / marker).is_file():
+        return path
+    if (folder / inner / marker).is_file():
+        return str(folder / inner)
+    first = text.replace("\\", "/").split("/")[0]
+    looks_local = (
+        folder.exists()
+        or text.startswith((".", "/", "~"))
+        or text.count("/") >= 2
+        or "\\" in text
+        or (first != text and os.path.isdir(first))  # "runs/x" where runs/ is a local folder
+    )
+    if looks_local:
+        found = "does not exist" if not folder.exists() else f"holds no {marker} (nor {inner}/{marker})"
+        raise FileNotFoundError(
+            f"{path} {found}: expected a folder written by save_pretrained ({marker}) or a run folder with "
+            f"{inner}/{marker}"
+        )
+    return path
 
 
 def resolve_tokenizer(path: str | Path, weights: str = "model") -> tuple[Path, Path | None]:

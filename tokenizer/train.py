@@ -27,6 +27,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from tokenizer.data import build_datasets, collate_images
+from tokenizer.grids import reconstruction_rows, save_labelled_grid
 from tokenizer.losses import PatchDiscriminator, PerceptualLoss, TokenizerLoss
 from tokenizer.metrics import evaluate_reconstruction
 from tokenizer.model import HQVAE
@@ -61,17 +62,14 @@ OUTPUT_TERMS = (
 )
 
 
-def save_reconstruction_grid(model, images: torch.Tensor, path: Path) -> None:
-    from torchvision.utils import save_image
-
+def save_reconstruction_grid(model, images: torch.Tensor, path: Path, title: str) -> None:
+    """Originals above their reconstructions (argmax codes, eval mode), rows labelled, ``title`` on top."""
     was_training = model.training
     model.eval()
     with torch.no_grad():
         reconstruction = model(images).sample.float().clamp(0, 1)
     model.train(was_training)
-    rows = [t for pair in zip(images.split(8), reconstruction.split(8)) for t in pair]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(torch.cat(rows), path, nrow=8, padding=1, pad_value=1.0)
+    save_labelled_grid(path, *reconstruction_rows(images, reconstruction), title=title)
 
 
 class TokenizerTrainer(BaseTrainer):
@@ -262,6 +260,8 @@ class TokenizerTrainer(BaseTrainer):
             progress=progress,
         )
 
+    validation_keys = ("loss", "rmse", "psnr", "perplexity", "codes_used")
+
     def validate(self) -> dict:
         return {"step": self.step, **self._evaluate(self.validation_set).to_dict()}
 
@@ -274,8 +274,12 @@ class TokenizerTrainer(BaseTrainer):
         return torch.stack([item[0] for item in items if item is not None]).to(self.accelerator.device)
 
     def save_grid(self, path: Path) -> None:
+        weights = "EMA weights" if self.ema is not None else "weights"
         save_reconstruction_grid(
-            self.eval_model(), self.validation_set_images(self.config.logging.grid_images), path
+            self.eval_model(),
+            self.validation_set_images(self.config.logging.grid_images),
+            path,
+            title=f"validation images and their reconstructions (argmax codes, {weights} at step {self.step})",
         )
 
     def finish(self, images_seen: int, elapsed: float) -> dict:
@@ -318,4 +322,6 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from tokenizer.console import run_cli
+
+    run_cli(main)

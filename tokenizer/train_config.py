@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 from dataclasses import dataclass, field
@@ -74,10 +75,26 @@ class TrainConfig:
         check_positive(self, ["optimizer.max_steps", "optimizer.gradient_accumulation_steps", "data.batch_size",
                               "data.eval_batch_size", "data.image_size", "logging.log_every",
                               "logging.validate_every", "logging.checkpoint_every"])  # fmt: skip
+        self._check_image_size()
         self._resolve_temperature_decay()
         if not self.optimizer.variance_lr_multiplier > 0:
             raise ValueError(
                 f"optimizer.variance_lr_multiplier must be > 0, got {self.optimizer.variance_lr_multiplier}"
+            )
+
+    def _check_image_size(self) -> None:
+        """data.image_size must divide into the coarsest latent grid: checked here, before a run folder exists."""
+        defaults = inspect.signature(HQVAE.__init__).parameters
+        stem = self.model.get("num_stem_downsamples", defaults["num_stem_downsamples"].default)
+        resolutions = len(self.model.get("layers_per_resolution", defaults["layers_per_resolution"].default))
+        factor = HQVAE.downsample_factor_of(stem, resolutions)
+        size = self.data.image_size
+        if size % factor:
+            below, above = size // factor * factor, (size // factor + 1) * factor
+            raise ValueError(
+                f"data.image_size={size} must be a multiple of {factor} (the model downsamples by "
+                f"2^(num_stem_downsamples + resolutions - 1) = 2^({stem} + {resolutions} - 1)); "
+                f"e.g. {below or above} or {above}"
             )
 
     def _resolve_temperature_decay(self) -> None:

@@ -30,8 +30,8 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
+from tokenizer.console import progress_bar
 from tokenizer.training_utils import (
     CheckpointManager,
     ResumableSampler,
@@ -194,6 +194,21 @@ class BaseTrainer:
     def validates_at(self, step: int) -> bool:
         return step % self.config.logging.validate_every == 0
 
+    # the validation metrics printed at each validation (the full record is in validation.jsonl)
+    validation_keys: tuple[str, ...] = ("loss",)
+
+    def validation_message(self, result: dict) -> str:
+        shown = []
+        for key in self.validation_keys:
+            value = result.get(key)
+            if isinstance(value, float):
+                shown.append(f"{key} {value:.4g}")
+            elif isinstance(value, list) and value and all(isinstance(v, (int, float)) for v in value):
+                shown.append(f"{key} [{', '.join(f'{v:.4g}' for v in value)}]")
+            elif value is not None:
+                shown.append(f"{key} {value}")
+        return f"validation at step {self.step}/{self.config.optimizer.max_steps}: " + ", ".join(shown)
+
     def validate(self) -> dict:
         raise NotImplementedError
 
@@ -296,7 +311,7 @@ class BaseTrainer:
         )
         self.on_fit_start()
         batches = self.batches()
-        progress = tqdm(
+        progress = progress_bar(
             total=max_steps,
             initial=self.step,
             desc=self.progress_desc,
@@ -355,6 +370,7 @@ class BaseTrainer:
         result = broadcast_object(self.validate() if acc.is_main_process else None)
         self.on_validation(result)
         if acc.is_main_process:
+            logger.info("%s", self.validation_message(result))
             validation_log.write(json.dumps(result) + "\n")
             validation_log.flush()
             if self.config.logging.tensorboard:

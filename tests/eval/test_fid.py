@@ -229,3 +229,32 @@ def test_fid_counts_must_be_positive(argument, capsys):
         )
     name, value = argument.split("=")
     assert f"{name} must be >= 1, got {value}" in capsys.readouterr().err
+
+
+def test_training_curves_plot_the_runs_history(idx_dataset, tmp_path):
+    from eval.training_curves import PANELS, _series, main, read_jsonl
+    from tokenizer.config import load_config
+    from tokenizer.train import TokenizerTrainer, TrainConfig
+
+    root = Path(__file__).parents[2] / "configs" / "tokenizer"
+    for name in ("tiny_sqvae2", "tiny_rqvae"):
+        config = load_config(TrainConfig, root / f"{name}.yaml", [f"data.path={idx_dataset}",
+                             f"output_dir={tmp_path / name}", "optimizer.max_steps=3", "logging.log_every=1",
+                             "logging.validate_every=1"])  # fmt: skip
+        TokenizerTrainer(config).fit()
+    out = main(
+        [
+            "--runs",
+            str(tmp_path / "tiny_sqvae2"),
+            str(tmp_path / "tiny_rqvae"),
+            "--output",
+            str(tmp_path / "c.png"),
+        ]
+    )
+    assert out.stat().st_size > 10_000
+    history = read_jsonl(tmp_path / "tiny_sqvae2" / "history.jsonl")
+    assert set(_series(history, "variances", True)) == {" layer 0", " layer 1"}  # s^2 per layer (SQ)
+    assert _series(read_jsonl(tmp_path / "tiny_rqvae" / "history.jsonl"), "variances", True) == {}  # VQ: none
+    assert len(PANELS) == 6
+    with pytest.raises(FileNotFoundError, match="no history.jsonl"):
+        main(["--runs", str(tmp_path), "--output", str(tmp_path / "d.png")])

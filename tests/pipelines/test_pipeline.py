@@ -222,5 +222,13 @@ def test_sample_command_writes_a_grid(kind, tmp_path):
     result = sample_main(["--pipeline", str(tmp_path / "pipe"), "--output", str(tmp_path / "grid.png"),
                           "--per-label", "2", "--num-inference-steps", "2", "--guidance-scale", "1.5"])  # fmt: skip
     assert result["images"] == 6
+    assert result["rows"] == ["0: zero", "1: one", "2: two"]  # one labelled row per class
     grid = Image.open(tmp_path / "grid.png")
-    assert grid.size == (2 * 33 + 1, 3 * 33 + 1)
+    assert grid.size[0] > 2 * 16 * 2 and grid.size[1] > 3 * 16 * 2  # images enlarged 2x, labels and a title
+
+
+def test_from_pretrained_takes_the_main_jobs_output_folder_and_names_a_missing_one(tmp_path):
+    PIPELINES["masked"]().save_pretrained(tmp_path / "job" / "pipeline")
+    assert isinstance(HQVAEPipeline.from_pretrained(tmp_path / "job"), HQVAEPipeline)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        HQVAEPipeline.from_pretrained(str(tmp_path / "jbo"))

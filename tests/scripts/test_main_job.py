@@ -13,7 +13,7 @@ import main_job  # noqa: E402
 
 
 @pytest.mark.parametrize("model", ["sqvae2", "rsqvae"])
-def test_main_job_writes_a_report_and_resumes(model, idx_dataset, tmp_path, monkeypatch):
+def test_main_job_writes_a_report_and_resumes(model, idx_dataset, tmp_path, monkeypatch, capsys):
     import eval.inception as inception
 
     def no_weights(path=None):
@@ -25,8 +25,10 @@ def test_main_job_writes_a_report_and_resumes(model, idx_dataset, tmp_path, monk
             "--prior-override", "data.batch_size=8"]  # fmt: skip
     metrics = main_job.main(args)
     report = tmp_path / "run" / "report"
-    for name in ("metrics.json", "summary.md", "samples.png", "reconstructions.png"):
+    for name in ("metrics.json", "summary.md", "samples.png", "reconstructions.png", "training_curves.png"):
         assert (report / name).exists(), name
+    # the last line names the real report folder (not a placeholder), also with --output elsewhere
+    assert capsys.readouterr().out.strip().splitlines()[-1].endswith(f"{report.resolve()}/summary.md")
     saved = json.loads((report / "metrics.json").read_text())
     assert saved["budget"]["tokenizer_steps"] == 2 and saved["fid"]["skipped"].startswith("no FID")
     assert len(saved["priors"]) == (2 if model == "sqvae2" else 1)
@@ -41,6 +43,12 @@ def test_main_job_writes_a_report_and_resumes(model, idx_dataset, tmp_path, monk
         "prior 0",
         "FID",
     }
-    # a rerun finds every stage done and only re-evaluates
+    assert saved["budget"]["fid_samples_per_class"] == 1 and saved["budget"]["fid_reference_items"] == 20
+    assert "Machine:" in summary and str(tmp_path / "run" / "pipeline") in summary
+    # a rerun finds every stage done and only re-evaluates; the first run's stage timings stay, the rerun is
+    # recorded separately
     again = main_job.main(args)
     assert again["tokenizer"] == metrics["tokenizer"] and again["priors"] == metrics["priors"]
+    assert again["timings_seconds"] == metrics["timings_seconds"]
+    assert len(again["reruns"]) == 1 and set(again["reruns"][0]["stages"]) == set(metrics["timings_seconds"])
+    assert "rerun" in (report / "summary.md").read_text()

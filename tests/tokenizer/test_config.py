@@ -56,6 +56,7 @@ def test_overrides_apply_and_are_typed(tmp_path):
         ("logging.validate_every=0", "logging.validate_every must be >= 1"),
         ("losses.adversarial_weight=high", "losses.adversarial_weight: expected float"),
         ("model.hidden_channels=abc", "model.hidden_channels: expected int, got str 'abc'"),
+        ("data.image_size=30", r"data.image_size=30 must be a multiple of 16 .* e.g. 16 or 32"),
         (
             "model.codebook_sizes=[8, x]",
             r"model.codebook_sizes: \[8, 'x'\] matches none of list\[int\] \| int",

@@ -5,6 +5,7 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 
 from tokenizer.config import load_config
 from tokenizer.model import HQVAE
@@ -169,7 +170,65 @@ def test_a_failed_run_ends_with_its_error(idx_dataset, tmp_path):
     proc = subprocess.run(command, capture_output=True, text=True, cwd=root, timeout=300)
     assert proc.returncode != 0
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("FloatingPointError: non-finite weights after the update of step 1"), last
+    assert last.startswith("error: non-finite weights after the update of step 1"), last
+    assert "Traceback" not in proc.stderr and proc.returncode == 2
+
+
+def test_command_line_mistakes_are_one_line_errors_also_under_accelerate_launch(idx_dataset, tmp_path):
+    """A misspelt key: the error is the last line, no traceback (``accelerate launch -q`` as the README shows);
+    HQVAE_TRACEBACK=1 brings the traceback back."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).parents[2]
+    args = [
+        "tokenizer/train.py",
+        "--config",
+        str(CONFIG),
+        f"output_dir={tmp_path / 'run'}",
+        "optimizer.learning_rat=1",
+    ]
+    launch = [str(Path(sys.executable).parent / "accelerate"), "launch", "-q", "--num_processes", "1"]
+    for command in ([sys.executable, *args], [*launch, *args]):
+        proc = subprocess.run(command, capture_output=True, text=True, cwd=root, timeout=300)
+        assert proc.returncode != 0
+        assert (
+            proc.stderr.strip()
+            .splitlines()[-1]
+            .startswith("error: optimizer: unknown key(s) ['learning_rat']")
+        )
+        assert "Traceback" not in proc.stderr, proc.stderr
+        assert not (tmp_path / "run").exists()  # nothing written before the config is valid
+    env = {**os.environ, "HQVAE_TRACEBACK": "1"}
+    proc = subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, cwd=root, env=env, timeout=300
+    )
+    assert "Traceback" in proc.stderr
+
+
+def test_validation_metrics_are_printed_at_each_validation(idx_dataset, tmp_path, caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO):
+        TokenizerTrainer(
+            tiny(idx_dataset, tmp_path / "run", "optimizer.max_steps=2", "logging.validate_every=1")
+        ).fit()
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("validation at step")]
+    assert len(lines) == 2 and "rmse" in lines[0] and "perplexity [" in lines[0], lines
+
+
+def test_from_pretrained_takes_a_run_folder(idx_dataset, tmp_path):
+    """The command-line tools take a run folder; so does HQVAE.from_pretrained (it loads model/)."""
+    run = tmp_path / "run"
+    TokenizerTrainer(tiny(idx_dataset, run, "optimizer.max_steps=2")).fit()
+    model = HQVAE.from_pretrained(run)
+    direct = HQVAE.from_pretrained(run / "model").state_dict()
+    assert all(torch.equal(v, direct[k]) for k, v in model.state_dict().items())
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        HQVAE.from_pretrained(tmp_path / "runz")
+    with pytest.raises(FileNotFoundError, match="holds no config.json"):
+        HQVAE.from_pretrained(tmp_path)
 
 
 @pytest.mark.slow
