@@ -5,7 +5,9 @@
 Each measurement runs in a fresh subprocess and reports the growth of the peak resident set size over the
 process's baseline (CPU), or ``torch.cuda.max_memory_allocated`` with ``--device cuda``. ``sq`` is the fused
 StochasticQuantizer (relaxed Gumbel-softmax, training mode), ``sq_naive`` the plain-autograd definition
-(matmul distances, log-softmax, softmax and entropy as ordinary ops), ``vq`` the VectorQuantizer with EMA.
+(matmul distances, log-softmax, softmax and entropy as ordinary ops), ``vq`` the VectorQuantizer with EMA;
+``fsq`` (levels of 8, then 4 and 2, whose product is K), ``lfq`` (log2 K signs, with its entropy penalty over
+all K codes) and ``gumbel`` (relaxed, training mode) from tokenizer/quantizer_family.py (K a power of 2).
 d = 64 throughout. Peak: the first step; time: the median of the next three.
 """
 
@@ -22,12 +24,29 @@ from _tables import MarkdownTable
 CHILD = r"""
 import json, resource, sys, time, torch
 from tokenizer.quantizers import StochasticQuantizer, VectorQuantizer, squared_distances, gumbel_noise
+from tokenizer.quantizer_family import FiniteScalarQuantizer, GumbelQuantizer, LookupFreeQuantizer
 kind, k, n, device = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 torch.manual_seed(0)
 z = torch.randn(n, 64, device=device, requires_grad=True)
-layer = (StochasticQuantizer(k, 64, init_variance=4.0) if kind.startswith("sq") else VectorQuantizer(k, 64)).to(device)
+def fsq_levels(k):
+    levels = []
+    while k > 1:
+        level = 8 if k % 8 == 0 else 4 if k % 4 == 0 else 2
+        if k % level:
+            raise ValueError(f"FSQ levels need K a power of 2 here, got {k}")
+        levels.append(level); k //= level
+    return levels
+layer = {
+    "sq": lambda: StochasticQuantizer(k, 64, init_variance=4.0), "sq_naive": lambda: StochasticQuantizer(k, 64, init_variance=4.0),
+    "vq": lambda: VectorQuantizer(k, 64), "fsq": lambda: FiniteScalarQuantizer(fsq_levels(k), 64),
+    "lfq": lambda: LookupFreeQuantizer(k, 64), "gumbel": lambda: GumbelQuantizer(k, 64),
+}[kind]().to(device)
 def step():
-    if kind == "sq":
+    if kind in ("fsq", "lfq", "gumbel"):
+        out = layer(z, mode="relaxed", temperature=0.5)
+        terms = [t for t in (out.kl_loss, out.commitment_loss, out.codebook_loss) if t is not None]
+        loss = out.quantized.square().sum() + sum(terms)
+    elif kind == "sq":
         out = layer(z, mode="relaxed", temperature=0.5)
         loss = out.quantized.square().sum() + out.entropy.sum()
     elif kind == "sq_naive":
@@ -80,7 +99,12 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--codebook-sizes", type=int, nargs="+", default=[512, 4096, 16384])
     parser.add_argument("--tokens", type=int, nargs="+", default=[8192])
-    parser.add_argument("--kinds", nargs="+", default=["sq", "sq_naive", "vq"])
+    parser.add_argument(
+        "--kinds",
+        nargs="+",
+        default=["sq", "sq_naive", "vq", "fsq", "lfq", "gumbel"],
+        choices=["sq", "sq_naive", "vq", "fsq", "lfq", "gumbel"],
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--output", type=Path, default=Path("runs/benchmarks/quantizer_memory.md"))
     args = parser.parse_args(argv)

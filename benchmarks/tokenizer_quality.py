@@ -1,6 +1,8 @@
-"""Quality at an equal step budget, same architecture: SQ-VAE-2 vs VQ-VAE-2 and RSQ-VAE vs RQ-VAE.
+"""Quality at an equal step budget, same architecture: SQ-VAE-2 vs VQ-VAE-2 and RSQ-VAE vs RQ-VAE, and the
+wider family (FSQ, LFQ, Gumbel-VQ) in both layouts at the same bits per image.
 
     .venv/bin/python benchmarks/tokenizer_quality.py --steps 3000 [--variants sqvae2 vqvae2 ...] [--seeds 0 1 2]
+        [--probe]   # + linear-probe accuracy of each run's codes (eval/linear_probe.py, 10,000 train images)
 
 SQ variants use a budget-matched temperature decay r = -ln(tau_end) / steps (default tau_end = 0.3) and
 s^2 init 3; the ``*_paper_tau`` variants keep the paper's r = 1e-5 (tau_end = 0.97 at 3,000 steps).
@@ -47,6 +49,13 @@ VARIANTS: dict[str, dict] = {
     "rsqvae_shared": {**RESIDUAL, "quantizer": "sq", "share_codebook": True},
     "rqvae_shared": {**RESIDUAL, **VQ, "share_codebook": True},
     "rqvae_shared_reset": {**RESIDUAL, **VQ, **RESET, "share_codebook": True},
+    # the wider family at the same implicit or learned K (equal bits per image): tokenizer/quantizer_family.py
+    "fsq2": {**INJECTED, "quantizer": "fsq", "fsq_levels": [8, 8, 8]},
+    "lfq2": {**INJECTED, "quantizer": "lfq"},
+    "gumbel2": {**INJECTED, "quantizer": "gumbel"},
+    "rfsq": {**RESIDUAL, "quantizer": "fsq", "fsq_levels": [4, 4, 4]},
+    "rlfq": {**RESIDUAL, "quantizer": "lfq"},
+    "rgumbel": {**RESIDUAL, "quantizer": "gumbel"},
 }
 
 
@@ -67,6 +76,7 @@ def train_or_read(
     run_dir: Path,
     final_temperature: float | None = 0.3,
     optimizer: dict | None = None,
+    probe: bool = False,
 ) -> dict:
     """Trains one tokenizer (batch 32, Adam lr 1e-3 with the trainer's betas), resumes an unfinished run from
     its checkpoint, or reads a finished run's ``metrics.json`` back; returns the metrics (+ s^2 and entropy
@@ -96,6 +106,13 @@ def train_or_read(
         },
     )
     result = TokenizerTrainer.train_or_resume(config)
+    if probe:
+        probe_file = run_dir / "probe.json"
+        if not probe_file.exists():
+            from eval.linear_probe import linear_probe
+
+            probe_file.write_text(json.dumps(linear_probe(run_dir, train_items=10000, seed=seed), indent=2))
+        result["probe_accuracy"] = json.loads(probe_file.read_text())["test_accuracy"]
     if model.get("quantizer", "sq") == "sq":
         result["variance_start_end"] = _trajectory(run_dir / "history.jsonl", "variances")
         result["entropy_start_end"] = _trajectory(run_dir / "history.jsonl", "entropy")
@@ -112,6 +129,7 @@ def run_one(
     validation_size: int = 5000,
     common: dict | None = None,
     final_temperature: float = 0.3,
+    probe: bool = False,
 ) -> dict:
     """One variant at one seed on Fashion-MNIST; returns its row. ``common``: model arguments given to every
     variant alike (e.g. ``codebook_init``), SQ and VQ."""
@@ -123,7 +141,7 @@ def run_one(
         "variant": name,
         "seed": seed,
         "model": model,
-        **train_or_read(model, data, steps, seed, run_dir, final_temperature),
+        **train_or_read(model, data, steps, seed, run_dir, final_temperature, probe=probe),
     }
 
 
@@ -137,6 +155,7 @@ def run(
     validation_size: int = 5000,
     common: dict | None = None,
     final_temperature: float = 0.3,
+    probe: bool = False,
 ) -> list[dict]:
     """Every variant at every seed (seed-major, so a partial sweep already covers all variants once)."""
     rows = []
@@ -154,6 +173,7 @@ def run(
                     validation_size,
                     common,
                     final_temperature,
+                    probe,
                 )
             )
             (out_root / "results.json").write_text(json.dumps(rows, indent=2))
@@ -170,8 +190,8 @@ def summary_markdown(rows: list[dict]) -> str:
     """One line per variant over its seeds: mean ± sample std, and the smallest per-layer usage seen."""
     lines = [
         "| variant | seeds | test RMSE | SSIM | PSNR | perplexity per layer (mean) | codes used per layer "
-        "(mean; min over seeds) |",
-        "|---|---|---|---|---|---|---|",
+        "(mean; min over seeds) | linear probe | train img/s |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name in dict.fromkeys(r["variant"] for r in rows):
         group = [r for r in rows if r["variant"] == name]
@@ -180,10 +200,13 @@ def summary_markdown(rows: list[dict]) -> str:
         used_mean = [statistics.mean(r["codes_used"][i] for r in group) for i in layers]
         used_min = [min(r["codes_used"][i] for r in group) for i in layers]
         ssim = [r["ssim"] for r in group if r.get("ssim") is not None]
+        probe = [r["probe_accuracy"] for r in group if r.get("probe_accuracy") is not None]
+        speed = statistics.median(r["train_images_per_second"] for r in group)
         lines.append(
             f"| {name} | {len(group)} | {_mean_std([r['rmse'] for r in group], 4)} | "
             f"{_mean_std(ssim, 3) if ssim else '-'} | {_mean_std([r['psnr'] for r in group], 2)} | "
-            f"{_fmt(perplexity, 1)} | {_fmt([round(u) for u in used_mean])}; {_fmt(used_min)} |"
+            f"{_fmt(perplexity, 1)} | {_fmt([round(u) for u in used_mean])}; {_fmt(used_min)} | "
+            f"{_mean_std(probe, 3) if probe else '-'} | {speed:.0f} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -244,6 +267,7 @@ def main(argv=None):
         default=None,
         help="SQ with data codebook init: calibrate s^2 so the first batch's posterior entropy is this x log K",
     )
+    parser.add_argument("--probe", action="store_true", help="linear-probe accuracy of each run's codes")
     parser.add_argument("--output", type=Path, default=None)
     parser.add_argument("--validation-size", type=int, default=5000, help="training images held out")
     parser.add_argument(
@@ -266,6 +290,7 @@ def main(argv=None):
         args.validation_size,
         {"codebook_init": args.codebook_init},
         args.final_temperature,
+        args.probe,
     )
     table = to_markdown(rows, args.steps)
     (out_root / "results.md").write_text(table)

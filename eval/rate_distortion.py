@@ -51,12 +51,13 @@ def describe_run(run: Path) -> dict:
     image_size = config.get("data", {}).get("image_size", 32)
     shapes = [h * w for h, w in model.latent_shapes(image_size, image_size)]
     quantizer = model.config.quantizer
+    injected = all(c == 1 for c in layers)
     family = {
         ("sq", True): "SQ-VAE-2" if len(layers) > 1 else "SQ-VAE",
         ("sq", False): "RSQ-VAE",
         ("vq", True): "VQ-VAE-2" if len(layers) > 1 else "VQ-VAE",
         ("vq", False): "RQ-VAE",
-    }[(quantizer, all(c == 1 for c in layers))]
+    }.get((quantizer, injected)) or f"{quantizer.upper()} ({'injected' if injected else 'residual'})"
     if model.config.share_codebook:
         family += " (shared)"
     if quantizer == "vq" and model.config.dead_code_threshold > 0:

@@ -92,7 +92,10 @@ class HQVAE(ModelMixin, ConfigMixin):
         num_stem_downsamples: strided convolutions before the finest latent resolution.
         layers_per_resolution: top-down layers per resolution, coarsest first (see module docstring).
         codebook_sizes: K_l per layer (length L), or one int for all layers.
-        quantizer: "sq" (HQ-VAE, variational Bayes) or "vq" (VQ-VAE-2 / RQ-VAE baselines).
+        quantizer: "sq" (HQ-VAE, variational Bayes) or "vq" (VQ-VAE-2 / RQ-VAE baselines); the wider family as
+            baselines on the same architecture (``tokenizer.quantizer_family``): "fsq" (finite scalar
+            quantization, ``fsq_levels``), "lfq" (lookup-free, K a power of 2), "gumbel" (Gumbel-softmax VQ at
+            the same annealed temperature as SQ). Every kind but "sq" trains on the MSE (eq. 7's first term).
         share_codebook: residual layers of a resolution share one codebook (RQ-VAE / RSQ-VAE option).
         codebook_init_std: codes start as N(0, std^2 I). 1.0 is the reference implementations' randn; it
             should match the scale of the encoder outputs, or every output starts far inside the codebook.
@@ -123,6 +126,10 @@ class HQVAE(ModelMixin, ConfigMixin):
         ema_decay: EMA decay of VQ codebooks (0.99).
         dead_code_threshold: VQ code reset: codes whose EMA count falls below this are re-initialised
             (counts start at 1, so a threshold of 1 resets a code after one step without assignments).
+        fsq_levels: FSQ: levels per dimension (e.g. [8, 8, 8] for K = 512); prod must equal each K_l.
+        lfq_entropy_weight, lfq_diversity_gamma, lfq_inv_temperature: LFQ's entropy penalty (MAGVIT-v2: 0.1,
+            1.0, 100); LFQ's commitment weight is ``commitment_cost``.
+        gumbel_kl_weight: Gumbel-VQ: weight of KL(q || uniform) per code position (5e-4 as in taming).
     """
 
     @register_to_config
@@ -136,7 +143,7 @@ class HQVAE(ModelMixin, ConfigMixin):
         num_stem_downsamples: int = 1,
         layers_per_resolution: list[int] = (1, 1),
         codebook_sizes: list[int] | int = 512,
-        quantizer: Literal["sq", "vq"] = "sq",
+        quantizer: Literal["sq", "vq", "fsq", "lfq", "gumbel"] = "sq",
         share_codebook: bool = False,
         codebook_init_std: float = 1.0,
         codebook_init: Literal["random", "data"] = "random",
@@ -151,6 +158,11 @@ class HQVAE(ModelMixin, ConfigMixin):
         codebook_update: Literal["ema", "loss"] = "ema",
         ema_decay: float = 0.99,
         dead_code_threshold: float = 0.0,
+        fsq_levels: list[int] | None = None,
+        lfq_entropy_weight: float = 0.1,
+        lfq_diversity_gamma: float = 1.0,
+        lfq_inv_temperature: float = 100.0,
+        gumbel_kl_weight: float = 5e-4,
     ):
         super().__init__()
         layers_per_resolution = list(layers_per_resolution)
@@ -206,15 +218,25 @@ class HQVAE(ModelMixin, ConfigMixin):
                 for _ in range(self.num_resolutions - 1)
             ]
         )
-        if quantizer == "sq":
-            quantizer_kwargs = {"init_variance": init_variance, "codebook_init_std": codebook_init_std}
-        else:
-            quantizer_kwargs = {
+        if quantizer == "fsq" and not fsq_levels:
+            raise ValueError("quantizer='fsq' needs fsq_levels (e.g. [8, 8, 8] for codebook_sizes 512)")
+        quantizer_kwargs = {
+            "sq": {"init_variance": init_variance, "codebook_init_std": codebook_init_std},
+            "vq": {
                 "codebook_init_std": codebook_init_std,
                 "codebook_update": codebook_update,
                 "ema_decay": ema_decay,
                 "dead_code_threshold": dead_code_threshold,
-            }
+            },
+            "fsq": {"levels": list(fsq_levels or [])},
+            "lfq": {
+                "entropy_weight": lfq_entropy_weight,
+                "diversity_gamma": lfq_diversity_gamma,
+                "inv_temperature": lfq_inv_temperature,
+                "commitment_weight": commitment_cost,
+            },
+            "gumbel": {"kl_weight": gumbel_kl_weight, "codebook_init_std": codebook_init_std},
+        }[quantizer]
         self.quantizers = nn.ModuleList()
         first = 0
         for count in layers_per_resolution:
@@ -261,8 +283,10 @@ class HQVAE(ModelMixin, ConfigMixin):
                 f"codebook_sizes has {len(codebook_sizes)} entries but layers_per_resolution "
                 f"{layers_per_resolution} defines {sum(layers_per_resolution)} layers"
             )
-        if quantizer not in ("sq", "vq"):
-            raise ValueError(f"quantizer must be 'sq' or 'vq', got {quantizer!r}")
+        if quantizer not in ("sq", "vq", "fsq", "lfq", "gumbel"):
+            raise ValueError(
+                f"quantizer must be one of ['sq', 'vq', 'fsq', 'lfq', 'gumbel'], got {quantizer!r}"
+            )
         if residual_objective not in ("summed", "per_layer"):
             raise ValueError(
                 f"residual_objective must be 'summed' or 'per_layer', got {residual_objective!r}"
@@ -533,7 +557,7 @@ class HQVAE(ModelMixin, ConfigMixin):
             entropy=torch.stack([o.entropy.detach().mean() for o in outputs]),
             variances=self.dequantization_variances().detach(),
             decoder_variance=decoder_variance,
-            temperature=torch.tensor(tau if self.quantizers[0].stochastic else 0.0),
+            temperature=torch.tensor(tau if self.config.quantizer in ("sq", "gumbel") else 0.0),
             indices=indices,
         )
 
@@ -581,8 +605,9 @@ class HQVAE(ModelMixin, ConfigMixin):
         distortion = error.mean()
         if extra_distortion is not None:
             distortion = distortion + extra_distortion.float()
-        if self.config.quantizer == "vq":
-            # Eq. 7 / 15: ||x - f(Z)||^2, per element (as in the reference VQ-VAE-2 / RQ-VAE code).
+        if self.config.quantizer != "sq":
+            # Eq. 7 / 15: ||x - f(Z)||^2, per element (as in the reference VQ-VAE-2 / RQ-VAE code); the same
+            # for the FSQ / LFQ / Gumbel-VQ baselines.
             return distortion, distortion.detach()
         dim = error[0].numel()  # D
         if self.config.decoder_variance == "ml":

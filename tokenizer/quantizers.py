@@ -68,11 +68,17 @@ class QuantizerOutput:
     quantized: (N, d) code vectors (relaxed mixture while SQ trains; straight-through for VQ).
     indices: (N,) hard code indices (argmax of P-hat for SQ, nearest code for VQ).
     entropy: (N,) entropy H(P-hat(z_i | z~_i)) in nats; zeros for VQ (a deterministic posterior).
+    kl_loss / commitment_loss / codebook_loss: a layer's own 0-d objective terms, for layers that carry them
+        (``tokenizer.quantizer_family``: Gumbel-VQ's KL, LFQ's commitment and entropy penalty); None for SQ and
+        VQ, whose terms ``ResidualQuantizer`` computes (they depend on the residual stack, eq. 14 / 15).
     """
 
     quantized: torch.Tensor
     indices: torch.Tensor
     entropy: torch.Tensor
+    kl_loss: torch.Tensor | None = None
+    commitment_loss: torch.Tensor | None = None
+    codebook_loss: torch.Tensor | None = None
 
 
 @dataclass
@@ -558,10 +564,15 @@ class VectorQuantizer(nn.Module):
         return QuantizerOutput(quantized=quantized, indices=indices, entropy=torch.zeros_like(z[:, 0]))
 
 
+QuantizerKind = Literal["sq", "vq", "fsq", "lfq", "gumbel"]
+
+
 class ResidualQuantizer(nn.Module):
     """Applies quantizers in turn to the remaining residual (RQ / RSQ, eq. 8-9): target ≈ sum_l Z_l, and owns
     the group's part of the objective (``GroupOutput``): the SQ latent and KL terms (eq. 6 / 14 / 26) or the VQ
     commitment and codebook terms (eq. 7 / 15). A single layer is the one-layer case of the same formulas.
+    Layers of ``tokenizer.quantizer_family`` (FSQ, LFQ, Gumbel-VQ; residual FSQ is Mentzer et al.'s RFSQ) carry
+    their own straight-through path and terms, which are passed on per layer.
 
     Works on flat rows (N, d). ``residual_objective`` (SQ): "summed" (eq. 14 / 26) or "per_layer" (eq. 10);
     ``commitment_cost``: beta of eq. 7 / 15 (VQ).
@@ -582,13 +593,14 @@ class ResidualQuantizer(nn.Module):
             )
         self.layers = nn.ModuleList(layers)
         self.stochastic = isinstance(layers[0], StochasticQuantizer)
+        self.nearest_code = isinstance(layers[0], VectorQuantizer)  # VQ: straight-through and eq. 7 / 15 here
         self.residual_objective = residual_objective
         self.commitment_cost = commitment_cost
 
     @classmethod
     def build(
         cls,
-        kind: Literal["sq", "vq"],
+        kind: QuantizerKind,
         codebook_sizes: list[int],
         dim: int,
         share_codebook: bool = False,
@@ -596,20 +608,43 @@ class ResidualQuantizer(nn.Module):
         commitment_cost: float = 0.25,
         **quantizer_kwargs,
     ) -> ResidualQuantizer:
-        """Builds L layers; with ``share_codebook`` all depths use the first layer's codebook."""
+        """Builds L layers of ``kind``; with ``share_codebook`` (SQ, VQ) all depths use the first layer's
+        codebook. ``quantizer_kwargs`` go to each layer's constructor."""
+        from tokenizer.quantizer_family import FiniteScalarQuantizer, GumbelQuantizer, LookupFreeQuantizer
+
         if share_codebook and len(set(codebook_sizes)) != 1:
             raise ValueError(f"a shared codebook needs equal codebook sizes, got {codebook_sizes}")
-        layer_cls = StochasticQuantizer if kind == "sq" else VectorQuantizer
+        if share_codebook and kind not in ("sq", "vq"):
+            raise ValueError(
+                f"share_codebook applies to learned codebooks of SQ and VQ, not quantizer={kind!r}"
+            )
         layers: list = []
         for size in codebook_sizes:
-            shared = layers[0].get_codebook() if (share_codebook and layers) else None
-            layers.append(layer_cls(size, dim, codebook=shared, **quantizer_kwargs))
+            if kind in ("sq", "vq"):
+                shared = layers[0].get_codebook() if (share_codebook and layers) else None
+                layer_cls = StochasticQuantizer if kind == "sq" else VectorQuantizer
+                layers.append(layer_cls(size, dim, codebook=shared, **quantizer_kwargs))
+            elif kind == "fsq":
+                layer = FiniteScalarQuantizer(dim=dim, **quantizer_kwargs)
+                if layer.codebook_size != size:
+                    raise ValueError(
+                        f"FSQ's codebook size is prod(fsq_levels) = {layer.codebook_size} "
+                        f"({layer.levels_list}); codebook_sizes says {size}: make them equal"
+                    )
+                layers.append(layer)
+            elif kind == "lfq":
+                layers.append(LookupFreeQuantizer(size, dim, **quantizer_kwargs))
+            elif kind == "gumbel":
+                layers.append(GumbelQuantizer(size, dim, **quantizer_kwargs))
+            else:
+                raise ValueError(f"quantizer must be one of {list(QuantizerKind.__args__)}, got {kind!r}")
         return cls(layers, residual_objective, commitment_cost)
 
     def variances(self) -> torch.Tensor:
-        """s_l^2 per layer (SQ); zeros for VQ."""
+        """s_l^2 per layer (SQ); zeros for the other kinds."""
         if not self.stochastic:
-            return self.layers[0].get_codebook().weight.new_zeros(len(self.layers)).detach()
+            device = next(self.layers[0].parameters(), torch.empty(0)).device
+            return torch.zeros(len(self.layers), device=device)
         return torch.stack([layer.variance for layer in self.layers])
 
     def forward(
@@ -643,6 +678,16 @@ class ResidualQuantizer(nn.Module):
         if self.stochastic:
             latent, kl = self._sq_terms(target, codes, outputs, batch_size)
             return GroupOutput(outputs, quantized, latent, kl, zeros, zeros)
+        if not self.nearest_code:  # FSQ / LFQ / Gumbel-VQ: the layers' own straight-through and terms
+            no_latent = target.new_zeros((), dtype=torch.float32)
+
+            def own(name: str) -> torch.Tensor:
+                terms = [getattr(o, name) for o in outputs]
+                return torch.stack([t.float() if t is not None else no_latent for t in terms])
+
+            return GroupOutput(
+                outputs, quantized, no_latent, own("kl_loss"), own("commitment_loss"), own("codebook_loss")
+            )
         if torch.is_grad_enabled():
             quantized = target + (quantized - target).detach()  # straight-through estimator
         commitment, codebook = self._vq_terms(target, codes)

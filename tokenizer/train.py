@@ -295,7 +295,7 @@ class TokenizerTrainer(BaseTrainer):
             "steps": self.step,
             "batch_size": cfg.data.batch_size,
             "num_processes": self.accelerator.num_processes,
-            "final_temperature": model.temperature if model.config.quantizer == "sq" else None,
+            "final_temperature": model.temperature if model.config.quantizer in ("sq", "gumbel") else None,
             "dequantization_variances": model.dequantization_variances().tolist(),
             "rate_regime": model.rate_regime(*dataset[0][0].shape[-2:]),
             "train_images_per_second": round(images_seen / max(elapsed, 1e-9), 1),

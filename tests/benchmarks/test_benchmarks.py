@@ -18,10 +18,22 @@ import training_speed  # noqa: E402
 
 
 def test_tokenizer_quality_runs_and_writes_its_table(idx_dataset, tmp_path, capsys):
-    args = ["--steps", "2", "--variants", "sqvae2", "rqvae_reset", "--output", str(tmp_path)]
+    args = [
+        "--steps",
+        "2",
+        "--variants",
+        "sqvae2",
+        "rqvae_reset",
+        "fsq2",
+        "--probe",
+        "--output",
+        str(tmp_path),
+    ]
     tokenizer_quality.main(args + ["--data-path", str(idx_dataset), "--validation-size", "16"])
     table = (tmp_path / "results.md").read_text()
-    assert "| sqvae2 |" in table and "| rqvae_reset |" in table
+    assert "| sqvae2 |" in table and "| rqvae_reset |" in table and "| fsq2 |" in table
+    rows = json.loads((tmp_path / "results.json").read_text())
+    assert all(0 <= r["probe_accuracy"] <= 1 for r in rows)  # the linear probe beside RMSE
     assert "| sqvae2 |" in capsys.readouterr().out
 
 

@@ -258,3 +258,21 @@ def test_training_curves_plot_the_runs_history(idx_dataset, tmp_path):
     assert len(PANELS) == 6
     with pytest.raises(FileNotFoundError, match="no history.jsonl"):
         main(["--runs", str(tmp_path), "--output", str(tmp_path / "d.png")])
+
+
+def test_linear_probe_beats_chance_on_separable_codes_and_is_seeded(tokenizer_runs, tmp_path):
+    from eval.linear_probe import linear_probe, main, train_probe
+
+    torch.manual_seed(0)
+    x = torch.cat([torch.randn(50, 5) + 3, torch.randn(50, 5) - 3])
+    y = torch.cat([torch.zeros(50), torch.ones(50)]).long()
+    classifier, mean, std = train_probe(x, y, 2, epochs=300)
+    assert (classifier((x - mean) / std).argmax(-1) == y).float().mean() > 0.95
+    again, _, _ = train_probe(x, y, 2, epochs=300)
+    assert torch.equal(classifier.weight, again.weight)  # seeded
+    result = main(["--tokenizer", str(tokenizer_runs["tiny_sqvae2"]), "--train-items", "32", "--epochs", "2",
+                   "--output", str(tmp_path / "probe.json")])  # fmt: skip
+    assert 0 <= result["test_accuracy"] <= 1 and result["train_items"] == 32 and result["feature_dim"] > 0
+    assert json.loads((tmp_path / "probe.json").read_text())["test_accuracy"] == result["test_accuracy"]
+    with pytest.raises(ValueError, match="train-items must be >= 2"):
+        linear_probe(tokenizer_runs["tiny_sqvae2"], train_items=1)

@@ -61,7 +61,7 @@ def test_overrides_apply_and_are_typed(tmp_path):
             "model.codebook_sizes=[8, x]",
             r"model.codebook_sizes: \[8, 'x'\] matches none of list\[int\] \| int",
         ),
-        ("model.quantizer=fsq", "model.quantizer: expected one of \\['sq', 'vq'\\]"),
+        ("model.quantizer=pq", "model.quantizer: expected one of \\['sq', 'vq', 'fsq', 'lfq', 'gumbel'\\]"),
     ],
 )
 def test_bad_configs_fail_at_load_time_naming_the_key(override, message):

@@ -303,7 +303,7 @@ def test_bad_constructor_arguments_raise_value_errors():
     with pytest.raises(ValueError, match="codebook_sizes has 3 entries"):
         HQVAE(**TINY, layers_per_resolution=[1, 1], codebook_sizes=[8, 8, 8])
     with pytest.raises(ValueError, match="quantizer must be"):
-        HQVAE(**TINY, quantizer="fsq")
+        HQVAE(**TINY, quantizer="pq")
     with pytest.raises(ValueError, match="code reset"):
         HQVAE(**TINY, quantizer="vq", codebook_update="loss", dead_code_threshold=1.0)
 
@@ -396,5 +396,5 @@ def test_bad_images_are_clear_errors(tmp_path):
         model.encode((images(batch=2) * 255).to(torch.uint8))
     with pytest.raises(ValueError, match="images must be a float tensor"):
         model(images(batch=2).numpy())
-    with pytest.raises(FileNotFoundError, match=f"no model folder at {tmp_path / 'missing'}"):
+    with pytest.raises(FileNotFoundError, match=f"{tmp_path / 'missing'} does not exist"):
         HQVAE.from_pretrained(tmp_path / "missing")

@@ -1,0 +1,160 @@
+"""FSQ, LFQ and Gumbel-VQ layers (tokenizer.quantizer_family): codes <-> indices, their terms, gradients, and
+every HQVAE layout built from them."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from tokenizer.model import HQVAE
+from tokenizer.quantizer_family import FiniteScalarQuantizer, GumbelQuantizer, LookupFreeQuantizer
+from tokenizer.quantizers import ResidualQuantizer
+
+ROOT = Path(__file__).parents[2]
+
+
+@pytest.mark.parametrize("levels", [[8, 5, 5, 5], [3, 4], [2, 2, 2]])
+def test_fsq_indices_and_codes_round_trip_and_each_dimension_takes_exactly_its_levels(levels):
+    torch.manual_seed(0)
+    fsq = FiniteScalarQuantizer(levels, dim=6)
+    indices = torch.arange(fsq.codebook_size)
+    codes = fsq.code_vectors(indices)
+    assert codes.shape == (fsq.codebook_size, len(levels)) and codes.abs().max() <= 1
+    assert torch.equal(fsq._indices(codes), indices)
+    wide = fsq._scaled(torch.linspace(-20, 20, 4001).unsqueeze(-1).expand(-1, len(levels)))
+    assert [len(wide[:, i].unique()) for i in range(len(levels))] == levels  # even levels too (offset)
+
+
+@pytest.mark.parametrize(
+    "make", [lambda: FiniteScalarQuantizer([5, 4, 3], dim=8), lambda: LookupFreeQuantizer(16, dim=8)]
+)
+def test_implicit_codebooks_decode_their_own_indices_and_pass_gradients_straight_through(make):
+    torch.manual_seed(0)
+    layer = make()
+    z = torch.randn(50, 8, requires_grad=True)
+    out = layer(z)
+    torch.testing.assert_close(out.quantized, layer.get_codebook().lookup(out.indices))
+    assert out.indices.min() >= 0 and out.indices.max() < layer.codebook_size
+    loss = out.quantized.pow(2).sum() + sum(
+        t for t in (out.commitment_loss, out.codebook_loss) if t is not None
+    )
+    loss.backward()
+    assert z.grad.abs().sum() > 0  # straight-through to the encoder
+    assert layer.project_in.weight.grad.abs().sum() > 0 and layer.project_out.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="deterministic"):
+        layer(z, mode="sample")
+
+
+def test_lfq_terms_and_the_entropy_penalty_favours_spread_codes():
+    lfq = LookupFreeQuantizer(8, dim=3)
+    spread = torch.tensor([[1.0, 1, 1], [-1, -1, -1], [1, -1, 1], [-1, 1, -1]]) * 2
+    same = spread[:1].expand(4, -1)
+    penalty_spread, _ = lfq._entropy_penalty(spread)
+    penalty_same, _ = lfq._entropy_penalty(same)
+    assert penalty_spread < penalty_same  # diverse batch usage lowers the penalty (MAGVIT-v2 eq. 5)
+    out = lfq(spread.clone().requires_grad_())
+    assert out.commitment_loss is not None and out.codebook_loss is not None
+    with torch.no_grad():
+        assert lfq(spread).codebook_loss is None  # evaluation: no terms
+    with pytest.raises(ValueError, match="power of 2"):
+        LookupFreeQuantizer(12, dim=4)
+
+
+def test_gumbel_vq_hard_at_evaluation_relaxed_in_training_with_a_kl_to_uniform():
+    torch.manual_seed(0)
+    layer = GumbelQuantizer(16, dim=4, kl_weight=1.0)
+    z = torch.randn(40, 4, requires_grad=True)
+    hard = layer(z, mode="argmax")
+    torch.testing.assert_close(hard.quantized, layer.codebook.weight[hard.indices])
+    relaxed = layer(z, mode="relaxed", temperature=1.0, generator=torch.Generator().manual_seed(0))
+    assert not torch.allclose(relaxed.quantized, hard.quantized)
+    (relaxed.quantized.sum() + relaxed.kl_loss).backward()
+    assert layer.to_logits.weight.grad.abs().sum() > 0 and layer.codebook.weight.grad.abs().sum() > 0
+    assert z.grad.abs().sum() > 0
+    torch.nn.init.zeros_(layer.to_logits.weight)
+    torch.nn.init.zeros_(layer.to_logits.bias)
+    assert layer(z).kl_loss.abs() < 1e-6  # uniform logits: KL(q || uniform) = 0
+
+
+def test_build_checks_sizes_and_sharing():
+    with pytest.raises(ValueError, match=r"prod\(fsq_levels\) = 60"):
+        ResidualQuantizer.build("fsq", [64], 8, levels=[5, 4, 3])
+    with pytest.raises(ValueError, match="share_codebook applies"):
+        ResidualQuantizer.build("lfq", [16, 16], 8, share_codebook=True)
+    with pytest.raises(ValueError, match="needs fsq_levels"):
+        HQVAE(quantizer="fsq")
+
+
+KINDS = {
+    "fsq": {"quantizer": "fsq", "fsq_levels": [4, 4], "codebook_sizes": 16},
+    "lfq": {"quantizer": "lfq", "codebook_sizes": 16},
+    "gumbel": {"quantizer": "gumbel", "codebook_sizes": 16, "codebook_init": "data"},
+}
+
+
+@pytest.mark.parametrize("layout", [[1, 1], [3], [2, 1]])
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_every_layout_trains_encodes_decodes_and_round_trips(kind, layout, tmp_path):
+    torch.manual_seed(0)
+    model = HQVAE(in_channels=1, hidden_channels=16, embedding_dim=8, num_res_blocks=1,
+                  num_stem_downsamples=2, layers_per_resolution=layout, **KINDS[kind])  # fmt: skip
+    images = torch.rand(4, 1, 16, 16)
+    out = model(images)
+    assert torch.isfinite(out.loss) and out.reconstruction_loss >= 0  # MSE, not the SQ ELBO
+    out.loss.backward()
+    assert all(p.grad is not None for n, p in model.named_parameters() if "encoder" in n or "stem" in n)
+    if kind == "gumbel":
+        assert out.kl_losses.gt(0).all() and out.temperature > 0
+    if kind == "lfq":
+        assert out.codebook_losses.ne(0).all() and out.commitment_losses.gt(0).all()
+    model.eval()
+    indices = model.encode(images)
+    assert len(indices) == sum(layout)
+    torch.testing.assert_close(model.decode_indices(indices), model(images).sample)
+    model.save_pretrained(tmp_path)
+    loaded = HQVAE.from_pretrained(tmp_path).eval()
+    assert all(torch.equal(a, b) for a, b in zip(loaded.encode(images), indices))
+
+
+@pytest.mark.parametrize("name", ["tiny_rfsq", "tiny_rlfq", "tiny_rgumbel"])
+def test_tiny_configs_train_through_the_trainer(name, idx_dataset, tmp_path):
+    import json
+
+    from tokenizer.config import load_config
+    from tokenizer.train import TokenizerTrainer, TrainConfig
+
+    config = load_config(TrainConfig, ROOT / "configs" / "tokenizer" / f"{name}.yaml",
+                         [f"data.path={idx_dataset}", f"output_dir={tmp_path}", "optimizer.max_steps=3"])  # fmt: skip
+    TokenizerTrainer(config).fit()
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["rmse"] < 1 and len(metrics["perplexity"]) == 3
+
+
+def _lfq_worker(rank, world_size, store_path, data, result_path):
+    import torch.distributed as dist
+
+    dist.init_process_group(
+        "gloo", store=dist.FileStore(store_path, world_size), rank=rank, world_size=world_size
+    )
+    lfq = LookupFreeQuantizer(8, dim=3)
+    shard = data[rank::world_size].clone().requires_grad_()
+    penalty, per_row = lfq._entropy_penalty(shard)
+    penalty.backward()
+    torch.save(
+        {"penalty": penalty.detach(), "per_row": per_row.detach().mean(), "grad": shard.grad},
+        f"{result_path}.{rank}",
+    )
+    dist.destroy_process_group()
+
+
+def test_lfq_batch_entropy_is_over_all_processes(tmp_path):
+    """Under DDP the penalty's batch entropy uses the code distribution of every process's rows."""
+    import torch.multiprocessing as mp
+
+    torch.manual_seed(0)
+    data = torch.randn(16, 3) * 0.05
+    mp.spawn(_lfq_worker, args=(2, str(tmp_path / "store"), data, str(tmp_path / "out")), nprocs=2, join=True)
+    results = [torch.load(f"{tmp_path / 'out'}.{r}") for r in range(2)]
+    single, _ = LookupFreeQuantizer(8, dim=3)._entropy_penalty(data)
+    mean_penalty = sum(r["penalty"] for r in results) / 2  # per-row parts average to the global mean
+    torch.testing.assert_close(mean_penalty, single)
