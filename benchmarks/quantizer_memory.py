@@ -7,7 +7,8 @@ process's baseline (CPU), or ``torch.cuda.max_memory_allocated`` with ``--device
 StochasticQuantizer (relaxed Gumbel-softmax, training mode), ``sq_naive`` the plain-autograd definition
 (matmul distances, log-softmax, softmax and entropy as ordinary ops), ``vq`` the VectorQuantizer with EMA;
 ``fsq`` (levels of 8, then 4 and 2, whose product is K), ``lfq`` (log2 K signs, with its entropy penalty over
-all K codes) and ``gumbel`` (relaxed, training mode) from tokenizer/quantizer_family.py (K a power of 2).
+all K codes), ``gumbel`` (relaxed, training mode) and ``pq`` (the fewest groups M >= 2 with K an M-th power,
+EMA codebooks) from tokenizer/quantizer_family.py (K a power of 2).
 d = 64 throughout. Peak: the first step; time: the median of the next three.
 """
 
@@ -21,10 +22,12 @@ from pathlib import Path
 
 from _tables import MarkdownTable
 
+KINDS = ["sq", "sq_naive", "vq", "fsq", "lfq", "gumbel", "pq"]
+
 CHILD = r"""
 import json, resource, sys, time, torch
 from tokenizer.quantizers import StochasticQuantizer, VectorQuantizer, squared_distances, gumbel_noise
-from tokenizer.quantizer_family import FiniteScalarQuantizer, GumbelQuantizer, LookupFreeQuantizer
+from tokenizer.quantizer_family import FiniteScalarQuantizer, GumbelQuantizer, LookupFreeQuantizer, ProductQuantizer
 kind, k, n, device = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 torch.manual_seed(0)
 z = torch.randn(n, 64, device=device, requires_grad=True)
@@ -40,12 +43,16 @@ layer = {
     "sq": lambda: StochasticQuantizer(k, 64, init_variance=4.0), "sq_naive": lambda: StochasticQuantizer(k, 64, init_variance=4.0),
     "vq": lambda: VectorQuantizer(k, 64), "fsq": lambda: FiniteScalarQuantizer(fsq_levels(k), 64),
     "lfq": lambda: LookupFreeQuantizer(k, 64), "gumbel": lambda: GumbelQuantizer(k, 64),
+    "pq": lambda: ProductQuantizer(k, 64, groups=next(m for m in range(2, 7) if round(k ** (1 / m)) ** m == k)),
 }[kind]().to(device)
 def step():
     if kind in ("fsq", "lfq", "gumbel"):
         out = layer(z, mode="relaxed", temperature=0.5)
         terms = [t for t in (out.kl_loss, out.commitment_loss, out.codebook_loss) if t is not None]
         loss = out.quantized.square().sum() + sum(terms)
+    elif kind == "pq":
+        out = layer(z)
+        loss = (z + (out.quantized - z).detach()).square().sum()
     elif kind == "sq":
         out = layer(z, mode="relaxed", temperature=0.5)
         loss = out.quantized.square().sum() + out.entropy.sum()
@@ -102,8 +109,8 @@ def main(argv=None):
     parser.add_argument(
         "--kinds",
         nargs="+",
-        default=["sq", "sq_naive", "vq", "fsq", "lfq", "gumbel"],
-        choices=["sq", "sq_naive", "vq", "fsq", "lfq", "gumbel"],
+        default=KINDS,
+        choices=KINDS,
     )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--output", type=Path, default=Path("runs/benchmarks/quantizer_memory.md"))

@@ -53,9 +53,11 @@ VARIANTS: dict[str, dict] = {
     "fsq2": {**INJECTED, "quantizer": "fsq", "fsq_levels": [8, 8, 8]},
     "lfq2": {**INJECTED, "quantizer": "lfq"},
     "gumbel2": {**INJECTED, "quantizer": "gumbel"},
+    "pq2": {**INJECTED, **VQ, "quantizer": "pq", "pq_groups": 3},  # 512 = 8^3: three 8-code EMA codebooks
     "rfsq": {**RESIDUAL, "quantizer": "fsq", "fsq_levels": [4, 4, 4]},
     "rlfq": {**RESIDUAL, "quantizer": "lfq"},
     "rgumbel": {**RESIDUAL, "quantizer": "gumbel"},
+    "rpq": {**RESIDUAL, **VQ, "quantizer": "pq", "pq_groups": 2},  # 64 = 8^2
 }
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The main job: the whole two-stage system on Fashion-MNIST on this machine (CPU, ~16 minutes on 2 idle cores):
+# The main job: the whole two-stage system on Fashion-MNIST on this machine (CPU, ~20 minutes on 2 idle cores):
 # SQ-VAE-2 tokenizer -> codes -> Muse priors -> HQVAEPipeline -> samples -> evaluation -> runs/main_sqvae2/report/.
 # Flags go to scripts/main_job.py: --model rsqvae (RSQ-VAE + RQ-Transformer), --scale 0.1 (shorter budgets), --output DIR.
 set -euo pipefail

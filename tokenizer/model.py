@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
@@ -31,7 +31,7 @@ from diffusers.utils import BaseOutput
 from torch import nn
 
 from .blocks import BottomUp, Decoder, InjectionBlock, Stem, Upsample
-from .quantizers import GroupOutput, ResidualQuantizer, perplexity_from_indices
+from .quantizers import GroupOutput, QuantizerKind, ResidualQuantizer, perplexity_from_indices
 
 
 @dataclass
@@ -95,11 +95,13 @@ class HQVAE(ModelMixin, ConfigMixin):
         quantizer: "sq" (HQ-VAE, variational Bayes) or "vq" (VQ-VAE-2 / RQ-VAE baselines); the wider family as
             baselines on the same architecture (``tokenizer.quantizer_family``): "fsq" (finite scalar
             quantization, ``fsq_levels``), "lfq" (lookup-free, K a power of 2), "gumbel" (Gumbel-softmax VQ at
-            the same annealed temperature as SQ). Every kind but "sq" trains on the MSE (eq. 7's first term).
+            the same annealed temperature as SQ), "pq" (product quantization, ``pq_groups``). Every kind but
+            "sq" trains on the MSE (eq. 7's first term).
         share_codebook: residual layers of a resolution share one codebook (RQ-VAE / RSQ-VAE option).
         codebook_init_std: codes start as N(0, std^2 I). 1.0 is the reference implementations' randn; it
             should match the scale of the encoder outputs, or every output starts far inside the codebook.
-        codebook_init: "random" (N(0, codebook_init_std^2 I)) or "data": at the first training forward
+        codebook_init: "random" (N(0, codebook_init_std^2 I)), "samples" (K random encoder rows of the first
+            training batch, per codebook) or "data": at the first training forward
             (global step 0) every codebook is set to k-means centroids of the rows it quantizes in that batch
             (``Codebook.init_from_data``). The objective is unchanged; it only moves where the codes start, for
             SQ and VQ alike (with random codes far from the encoder outputs, most codes never get posterior
@@ -130,6 +132,8 @@ class HQVAE(ModelMixin, ConfigMixin):
         lfq_entropy_weight, lfq_diversity_gamma, lfq_inv_temperature: LFQ's entropy penalty (MAGVIT-v2: 0.1,
             1.0, 100); LFQ's commitment weight is ``commitment_cost``.
         gumbel_kl_weight: Gumbel-VQ: weight of KL(q || uniform) per code position (5e-4 as in taming).
+        pq_groups: product quantization ("pq"): M groups of the code dimensions, each with its own VQ codebook of
+            K^(1/M) codes (K must be an M-th power; the VQ options apply to each group).
     """
 
     @register_to_config
@@ -143,10 +147,10 @@ class HQVAE(ModelMixin, ConfigMixin):
         num_stem_downsamples: int = 1,
         layers_per_resolution: list[int] = (1, 1),
         codebook_sizes: list[int] | int = 512,
-        quantizer: Literal["sq", "vq", "fsq", "lfq", "gumbel"] = "sq",
+        quantizer: QuantizerKind = "sq",
         share_codebook: bool = False,
         codebook_init_std: float = 1.0,
-        codebook_init: Literal["random", "data"] = "random",
+        codebook_init: Literal["random", "data", "samples"] = "random",
         init_entropy_fraction: float | None = None,
         init_variance: float = 1.0,
         temperature_decay: float = 1e-5,
@@ -163,6 +167,7 @@ class HQVAE(ModelMixin, ConfigMixin):
         lfq_diversity_gamma: float = 1.0,
         lfq_inv_temperature: float = 100.0,
         gumbel_kl_weight: float = 5e-4,
+        pq_groups: int = 2,
     ):
         super().__init__()
         layers_per_resolution = list(layers_per_resolution)
@@ -183,10 +188,10 @@ class HQVAE(ModelMixin, ConfigMixin):
                 "progressive_coding (eq. 28/29) adds one decoder term per resolution; this model has a single "
                 "resolution, so it would change nothing"
             )
-        if codebook_init not in ("random", "data"):
-            raise ValueError(f"codebook_init must be 'random' or 'data', got {codebook_init!r}")
+        if codebook_init not in ("random", "data", "samples"):
+            raise ValueError(f"codebook_init must be 'random', 'data' or 'samples', got {codebook_init!r}")
         if init_entropy_fraction is not None:
-            if quantizer != "sq" or codebook_init != "data":
+            if quantizer != "sq" or codebook_init == "random":
                 raise ValueError(
                     "init_entropy_fraction calibrates SQ variances on the data-initialised codebook: it needs "
                     f"quantizer='sq' and codebook_init='data', got {quantizer!r} and {codebook_init!r}"
@@ -236,6 +241,13 @@ class HQVAE(ModelMixin, ConfigMixin):
                 "commitment_weight": commitment_cost,
             },
             "gumbel": {"kl_weight": gumbel_kl_weight, "codebook_init_std": codebook_init_std},
+            "pq": {
+                "groups": pq_groups,
+                "codebook_init_std": codebook_init_std,
+                "codebook_update": codebook_update,
+                "ema_decay": ema_decay,
+                "dead_code_threshold": dead_code_threshold,
+            },
         }[quantizer]
         self.quantizers = nn.ModuleList()
         first = 0
@@ -266,7 +278,7 @@ class HQVAE(ModelMixin, ConfigMixin):
         self.register_buffer("global_step", torch.zeros((), dtype=torch.long))
         # codebook_init="data" runs once, at the first training forward of step 0 (a resumed or loaded model
         # has global_step > 0 and keeps its codes).
-        self._codebooks_initialized = codebook_init != "data"
+        self._codebooks_initialized = codebook_init == "random"
 
     @staticmethod
     def _validate_arguments(
@@ -283,10 +295,8 @@ class HQVAE(ModelMixin, ConfigMixin):
                 f"codebook_sizes has {len(codebook_sizes)} entries but layers_per_resolution "
                 f"{layers_per_resolution} defines {sum(layers_per_resolution)} layers"
             )
-        if quantizer not in ("sq", "vq", "fsq", "lfq", "gumbel"):
-            raise ValueError(
-                f"quantizer must be one of ['sq', 'vq', 'fsq', 'lfq', 'gumbel'], got {quantizer!r}"
-            )
+        if quantizer not in get_args(QuantizerKind):
+            raise ValueError(f"quantizer must be one of {list(get_args(QuantizerKind))}, got {quantizer!r}")
         if residual_objective not in ("summed", "per_layer"):
             raise ValueError(
                 f"residual_objective must be 'summed' or 'per_layer', got {residual_objective!r}"
@@ -385,7 +395,7 @@ class HQVAE(ModelMixin, ConfigMixin):
                 target = self.injections[resolution - 1](feature, upsampled)
             group: GroupOutput = self.quantizers[resolution](
                 _to_rows(target),
-                init,
+                self.config.codebook_init if init else False,
                 fraction,
                 batch_size=images.shape[0],
                 mode=mode,

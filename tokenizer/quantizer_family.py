@@ -8,6 +8,9 @@
 - ``LookupFreeQuantizer`` (LFQ; Yu et al. 2024, MAGVIT-v2 "Language Model Beats Diffusion"): project to
   c = log2 K dimensions, take the sign of each (straight-through); implicit codebook {-1, 1}^c; a commitment
   loss and the entropy penalty E[H(q(z))] - gamma H(E[q(z)]) (eq. 5 of MAGVIT-v2) that spreads code usage.
+- ``ProductQuantizer`` (product quantization, Jégou et al. 2011): the d dimensions split into M groups, each
+  quantized by its own VQ codebook of K^(1/M) codes; the index is the mixed-radix number of the group indices,
+  so K = prod K_m codes cost M K^(1/M) code vectors. Straight-through and eq. 7's terms as for VQ.
 - ``GumbelQuantizer`` (Gumbel-softmax VQ: DALL-E's dVAE, taming-transformers' ``GumbelQuantize``): logits
   over K codes from a learned linear head on the encoder rows, a Gumbel-softmax relaxed one-hot at the model's
   annealed temperature while training, the hard argmax at evaluation, and a KL to the uniform prior with its own
@@ -35,7 +38,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from tokenizer.quantizers import Codebook, QuantizerOutput, gumbel_noise
+from tokenizer.quantizers import Codebook, QuantizerOutput, VectorQuantizer, gumbel_noise
 
 
 def _straight_through(value: torch.Tensor, hard: torch.Tensor) -> torch.Tensor:
@@ -58,7 +61,7 @@ class _ImplicitCodebook(nn.Module):
         """Code vectors in the model's embedding space, (*indices.shape, d), fp32."""
         return self.project_out(self.code_vectors(indices).float()).float()
 
-    def init_from_data(self, z: torch.Tensor, iterations: int = 10) -> None:
+    def init_from_data(self, z: torch.Tensor, iterations: int = 10, method: str = "kmeans") -> None:
         """Nothing to initialise: the codes are fixed points of the level grid (the projections learn)."""
 
 
@@ -226,3 +229,51 @@ class GumbelQuantizer(nn.Module):
         # KL(q || uniform) = log K - H(q), mean over rows (per element like the VQ terms), its own weight
         output.kl_loss = self.kl_weight * (math.log(codebook.shape[0]) - entropy).mean()
         return output
+
+
+class ProductQuantizer(nn.Module):
+    """Product quantization with VQ inside: rows (N, d) split into ``groups`` parts (``torch.tensor_split``),
+    part m quantized by its own ``VectorQuantizer`` of K_m = K^(1/M) codes (EMA, code reset and the codebook
+    loss as configured for VQ); index = sum_m i_m K_m^m. ``ResidualQuantizer`` applies the straight-through
+    estimator and the commitment / codebook terms (eq. 7 / 15) to the concatenated code, as for VQ."""
+
+    nearest_code = True
+
+    def __init__(self, codebook_size: int, dim: int, groups: int = 2, **vq_kwargs):
+        super().__init__()
+        if groups < 1 or dim < groups:
+            raise ValueError(f"pq_groups must be in [1, embedding_dim={dim}], got {groups}")
+        sub_size = round(codebook_size ** (1 / groups))
+        if sub_size < 2 or sub_size**groups != codebook_size:
+            raise ValueError(
+                f"product quantization with pq_groups={groups} needs a codebook size K = K_m^{groups}, "
+                f"K_m >= 2; got K = {codebook_size}"
+            )
+        self.codebook_size = codebook_size
+        self.sub_size = sub_size
+        self.split_sizes = [len(part) for part in torch.arange(dim).tensor_split(groups)]
+        self.parts = nn.ModuleList(VectorQuantizer(sub_size, size, **vq_kwargs) for size in self.split_sizes)
+        self.register_buffer("radix", sub_size ** torch.arange(groups), persistent=False)
+
+    @property
+    def codebook_update(self) -> str:
+        return self.parts[0].codebook_update
+
+    def get_codebook(self):
+        return self
+
+    def lookup(self, indices: torch.Tensor) -> torch.Tensor:
+        digits = (indices.long().unsqueeze(-1) // self.radix) % self.sub_size
+        return torch.cat([p.get_codebook().lookup(digits[..., m]) for m, p in enumerate(self.parts)], -1)
+
+    def init_from_data(self, z: torch.Tensor, iterations: int = 10, method: str = "kmeans") -> None:
+        for part, rows in zip(self.parts, z.split(self.split_sizes, -1)):
+            part.get_codebook().init_from_data(rows, iterations, method)
+
+    def forward(self, z: torch.Tensor, mode: str = "argmax", temperature: float = 1.0, generator=None):
+        if mode == "sample":
+            raise ValueError("mode='sample' needs quantizer='sq'; PQ posteriors are deterministic")
+        outputs = [part(rows) for part, rows in zip(self.parts, z.split(self.split_sizes, -1))]
+        quantized = torch.cat([o.quantized for o in outputs], -1)
+        indices = sum(o.indices * self.radix[m] for m, o in enumerate(outputs))
+        return QuantizerOutput(quantized=quantized, indices=indices, entropy=torch.zeros_like(z[:, 0]))

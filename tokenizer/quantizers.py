@@ -185,8 +185,9 @@ class Codebook(nn.Module):
             self.register_buffer("ema_embed_sum", self.weight.detach().clone())
 
     @torch.no_grad()
-    def init_from_data(self, z: torch.Tensor, iterations: int = 10) -> None:
-        """Data-dependent initialisation: the codes become k-means centroids of the rows z (N, d).
+    def init_from_data(self, z: torch.Tensor, iterations: int = 10, method: str = "kmeans") -> None:
+        """Data-dependent initialisation: the codes become k-means centroids of the rows z (N, d)
+        (``method="kmeans"``), or K rows of z drawn at random (``"samples"``, with replacement when N < K).
 
         Seeds with k-means++ (rows drawn with replacement, plus a small jitter, when N < K) and runs
         ``iterations`` Lloyd steps on at most 16 K random rows; a centroid that loses all its rows keeps its
@@ -197,8 +198,19 @@ class Codebook(nn.Module):
         z = z.detach().float().reshape(-1, self.dim)
         if z.shape[0] < 2:
             raise ValueError(f"cannot initialise a codebook from {z.shape[0]} row(s); need at least 2")
-        with _fp32_no_autocast(z.device):  # distances in fp32 even under a bf16 autocast
-            centroids = _kmeans(z, self.codebook_size, iterations)
+        if method not in ("kmeans", "samples"):
+            raise ValueError(f"method must be 'kmeans' or 'samples', got {method!r}")
+        if method == "samples":
+            replace = z.shape[0] < self.codebook_size
+            rows = (
+                torch.randint(0, z.shape[0], (self.codebook_size,), device=z.device)
+                if replace
+                else torch.randperm(z.shape[0], device=z.device)[: self.codebook_size]
+            )
+            centroids = z[rows].clone()
+        else:
+            with _fp32_no_autocast(z.device):  # distances in fp32 even under a bf16 autocast
+                centroids = _kmeans(z, self.codebook_size, iterations)
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             dist.broadcast(centroids, src=0)
         self.weight.data.copy_(centroids.to(self.weight.dtype))
@@ -504,6 +516,8 @@ class VectorQuantizer(nn.Module):
     cumulative sum (eq. 15). ``dead_code_threshold`` > 0 enables code reset (EMA usage below it).
     """
 
+    nearest_code = True  # ResidualQuantizer applies the straight-through estimator and eq. 7 / 15's terms
+
     def __init__(
         self,
         codebook_size: int,
@@ -564,7 +578,7 @@ class VectorQuantizer(nn.Module):
         return QuantizerOutput(quantized=quantized, indices=indices, entropy=torch.zeros_like(z[:, 0]))
 
 
-QuantizerKind = Literal["sq", "vq", "fsq", "lfq", "gumbel"]
+QuantizerKind = Literal["sq", "vq", "fsq", "lfq", "gumbel", "pq"]
 
 
 class ResidualQuantizer(nn.Module):
@@ -593,7 +607,9 @@ class ResidualQuantizer(nn.Module):
             )
         self.layers = nn.ModuleList(layers)
         self.stochastic = isinstance(layers[0], StochasticQuantizer)
-        self.nearest_code = isinstance(layers[0], VectorQuantizer)  # VQ: straight-through and eq. 7 / 15 here
+        self.nearest_code = getattr(
+            layers[0], "nearest_code", False
+        )  # VQ, PQ: straight-through, eq. 7 / 15 here
         self.residual_objective = residual_objective
         self.commitment_cost = commitment_cost
 
@@ -610,7 +626,12 @@ class ResidualQuantizer(nn.Module):
     ) -> ResidualQuantizer:
         """Builds L layers of ``kind``; with ``share_codebook`` (SQ, VQ) all depths use the first layer's
         codebook. ``quantizer_kwargs`` go to each layer's constructor."""
-        from tokenizer.quantizer_family import FiniteScalarQuantizer, GumbelQuantizer, LookupFreeQuantizer
+        from tokenizer.quantizer_family import (
+            FiniteScalarQuantizer,
+            GumbelQuantizer,
+            LookupFreeQuantizer,
+            ProductQuantizer,
+        )
 
         if share_codebook and len(set(codebook_sizes)) != 1:
             raise ValueError(f"a shared codebook needs equal codebook sizes, got {codebook_sizes}")
@@ -636,6 +657,8 @@ class ResidualQuantizer(nn.Module):
                 layers.append(LookupFreeQuantizer(size, dim, **quantizer_kwargs))
             elif kind == "gumbel":
                 layers.append(GumbelQuantizer(size, dim, **quantizer_kwargs))
+            elif kind == "pq":
+                layers.append(ProductQuantizer(size, dim, **quantizer_kwargs))
             else:
                 raise ValueError(f"quantizer must be one of {list(QuantizerKind.__args__)}, got {kind!r}")
         return cls(layers, residual_objective, commitment_cost)
@@ -658,15 +681,17 @@ class ResidualQuantizer(nn.Module):
         """Quantizes the rows ``target`` (N, d) of ``batch_size`` images; ``kwargs``: ``mode``,
         ``temperature``, ``generator`` of every layer.
 
-        ``init_codebooks``: first set each layer's own codebook from the rows it quantizes (k-means,
-        ``Codebook.init_from_data``; a shared codebook is set once, from the first layer's input), and with
+        ``init_codebooks``: first set each layer's own codebook from the rows it quantizes (True / "data":
+        k-means, "samples": random rows; ``Codebook.init_from_data``; a shared codebook is set once, from the
+        first layer's input), and with
         ``init_entropy_fraction`` calibrate each SQ layer's s^2 on the same rows
         (``StochasticQuantizer.calibrate_variance``)."""
         outputs = []
         residual = target
+        method = "samples" if init_codebooks == "samples" else "kmeans"
         for layer in self.layers:
             if init_codebooks and not hasattr(layer, "_shared"):
-                layer.get_codebook().init_from_data(residual)
+                layer.get_codebook().init_from_data(residual, method=method)
             if init_codebooks and init_entropy_fraction is not None:
                 layer.calibrate_variance(residual, init_entropy_fraction)
             out = layer(residual, **kwargs)

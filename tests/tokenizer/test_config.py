@@ -61,7 +61,10 @@ def test_overrides_apply_and_are_typed(tmp_path):
             "model.codebook_sizes=[8, x]",
             r"model.codebook_sizes: \[8, 'x'\] matches none of list\[int\] \| int",
         ),
-        ("model.quantizer=pq", "model.quantizer: expected one of \\['sq', 'vq', 'fsq', 'lfq', 'gumbel'\\]"),
+        (
+            "model.quantizer=opq",
+            "model.quantizer: expected one of \\['sq', 'vq', 'fsq', 'lfq', 'gumbel', 'pq'\\]",
+        ),
     ],
 )
 def test_bad_configs_fail_at_load_time_naming_the_key(override, message):

@@ -303,7 +303,7 @@ def test_bad_constructor_arguments_raise_value_errors():
     with pytest.raises(ValueError, match="codebook_sizes has 3 entries"):
         HQVAE(**TINY, layers_per_resolution=[1, 1], codebook_sizes=[8, 8, 8])
     with pytest.raises(ValueError, match="quantizer must be"):
-        HQVAE(**TINY, quantizer="pq")
+        HQVAE(**TINY, quantizer="opq")
     with pytest.raises(ValueError, match="code reset"):
         HQVAE(**TINY, quantizer="vq", codebook_update="loss", dead_code_threshold=1.0)
 

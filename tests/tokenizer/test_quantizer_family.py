@@ -7,8 +7,13 @@ import pytest
 import torch
 
 from tokenizer.model import HQVAE
-from tokenizer.quantizer_family import FiniteScalarQuantizer, GumbelQuantizer, LookupFreeQuantizer
-from tokenizer.quantizers import ResidualQuantizer
+from tokenizer.quantizer_family import (
+    FiniteScalarQuantizer,
+    GumbelQuantizer,
+    LookupFreeQuantizer,
+    ProductQuantizer,
+)
+from tokenizer.quantizers import Codebook, ResidualQuantizer
 
 ROOT = Path(__file__).parents[2]
 
@@ -76,6 +81,34 @@ def test_gumbel_vq_hard_at_evaluation_relaxed_in_training_with_a_kl_to_uniform()
     assert layer(z).kl_loss.abs() < 1e-6  # uniform logits: KL(q || uniform) = 0
 
 
+def test_product_quantizer_combines_group_indices_and_decodes_them():
+    torch.manual_seed(0)
+    pq = ProductQuantizer(64, dim=7, groups=2)  # 8 codes per group, dims 4 + 3
+    assert pq.split_sizes == [4, 3] and pq.sub_size == 8
+    z = torch.randn(30, 7)
+    pq.init_from_data(z, method="samples")
+    out = pq.eval()(z)  # in training the EMA moves the codes after the lookup
+    torch.testing.assert_close(out.quantized, pq.lookup(out.indices))
+    assert out.indices.max() < 64
+    nearest = [p.get_codebook().nearest(rows) for p, rows in zip(pq.parts, z.split([4, 3], -1))]
+    assert torch.equal(out.indices, nearest[0] + 8 * nearest[1])
+    with pytest.raises(ValueError, match="K = K_m\\^3"):
+        ProductQuantizer(100, dim=8, groups=3)
+
+
+def test_samples_init_takes_random_rows_of_the_batch():
+    torch.manual_seed(0)
+    z = torch.randn(40, 3)
+    codebook = Codebook(16, 3)
+    codebook.init_from_data(z, method="samples")
+    assert all((z == code).all(-1).any() for code in codebook.weight)
+    small = Codebook(64, 3)
+    small.init_from_data(z, method="samples")  # fewer rows than codes: drawn with replacement
+    assert all((z == code).all(-1).any() for code in small.weight)
+    with pytest.raises(ValueError, match="method must be"):
+        codebook.init_from_data(z, method="random")
+
+
 def test_build_checks_sizes_and_sharing():
     with pytest.raises(ValueError, match=r"prod\(fsq_levels\) = 60"):
         ResidualQuantizer.build("fsq", [64], 8, levels=[5, 4, 3])
@@ -89,6 +122,7 @@ KINDS = {
     "fsq": {"quantizer": "fsq", "fsq_levels": [4, 4], "codebook_sizes": 16},
     "lfq": {"quantizer": "lfq", "codebook_sizes": 16},
     "gumbel": {"quantizer": "gumbel", "codebook_sizes": 16, "codebook_init": "data"},
+    "pq": {"quantizer": "pq", "pq_groups": 2, "codebook_sizes": 16, "codebook_init": "samples"},
 }
 
 
@@ -116,7 +150,7 @@ def test_every_layout_trains_encodes_decodes_and_round_trips(kind, layout, tmp_p
     assert all(torch.equal(a, b) for a, b in zip(loaded.encode(images), indices))
 
 
-@pytest.mark.parametrize("name", ["tiny_rfsq", "tiny_rlfq", "tiny_rgumbel"])
+@pytest.mark.parametrize("name", ["tiny_rfsq", "tiny_rlfq", "tiny_rgumbel", "tiny_rpq"])
 def test_tiny_configs_train_through_the_trainer(name, idx_dataset, tmp_path):
     import json
 
