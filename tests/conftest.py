@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile
 
 ROOT = Path(__file__).parents[1]
 
@@ -50,3 +51,24 @@ def tokenizer_runs(idx_dataset, tmp_path_factory):
         extract_main(["--tokenizer", str(run), "--output", str(run / "codes"), "--shard-size", "20"])
         runs[name] = run
     return runs
+
+
+def tone(frequency: float, seconds: float = 0.3, rate: int = 22050) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    return (0.3 * np.sin(2 * np.pi * frequency * t)).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def audio_folder(tmp_path_factory):
+    """Two classes of tones (low / high) per split, one clip at 16 kHz (resampled), one silent, one garbage."""
+    root = tmp_path_factory.mktemp("audio")
+    for split, count in (("train", 6), ("validation", 2), ("test", 2)):
+        for name, base in (("high", 2000.0), ("low", 300.0)):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(count):
+                soundfile.write(folder / f"{i}.wav", tone(base * (1 + 0.1 * i)), 22050)
+    soundfile.write(root / "train" / "low" / "resampled.wav", tone(300.0, rate=16000), 16000)
+    soundfile.write(root / "train" / "low" / "silent.wav", np.zeros(4000, dtype=np.float32), 22050)
+    (root / "train" / "high" / "garbage.wav").write_bytes(b"not a wav file at all")
+    return root

@@ -11,13 +11,15 @@ import gzip
 import logging
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+
+from tokenizer.audio import AudioConfig
 
 logger = logging.getLogger(__name__)
 
@@ -29,8 +31,11 @@ class DataConfig:
     """The ``data:`` block of a tokenizer config (and of a run's ``config.yaml``)."""
 
     # fashion_mnist: Debian's idx files (or ``path`` holding them, else the hub); hub: a dataset id;
-    # imagefolder: a folder (split subfolders); parquet: ``path``/<split>*.parquet; arrow: a save_to_disk folder.
-    source: Literal["fashion_mnist", "hub", "imagefolder", "parquet", "arrow"] = "fashion_mnist"
+    # imagefolder: a folder (split subfolders); parquet: ``path``/<split>*.parquet; arrow: a save_to_disk folder;
+    # audiofolder: ``path``/<split>/<class>/*.wav clips as normalised log-mel spectrograms (``audio:``).
+    source: Literal["fashion_mnist", "hub", "imagefolder", "parquet", "arrow", "audiofolder"] = (
+        "fashion_mnist"
+    )
     path: str | None = None
     image_column: str = "image"
     label_column: str | None = "label"
@@ -47,6 +52,7 @@ class DataConfig:
     eval_batch_size: int = 256
     max_eval_images: int | None = None  # cap validation/test evaluation (None: the whole split)
     num_workers: int = 0
+    audio: AudioConfig = field(default_factory=AudioConfig)  # source: audiofolder (tokenizer/audio.py)
 
     def __post_init__(self):
         if self.source != "fashion_mnist" and self.path is None:
@@ -62,6 +68,10 @@ def load_data_config(path: str | os.PathLike) -> DataConfig:
 
 def build_datasets(config: DataConfig, channels: int):
     """(train, validation, test) datasets of (image, label); test is None without a test split."""
+    if config.source == "audiofolder":
+        from tokenizer.audio import build_audio_datasets
+
+        return build_audio_datasets(config)
     if config.source == "fashion_mnist":
         kwargs = dict(image_size=config.image_size, validation_size=config.validation_size, root=config.path)
         return (

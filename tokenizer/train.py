@@ -67,9 +67,12 @@ def save_reconstruction_grid(model, images: torch.Tensor, path: Path, title: str
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        reconstruction = model(images).sample.float().clamp(0, 1)
+        reconstruction = model(images).sample.float()
     model.train(was_training)
-    save_labelled_grid(path, *reconstruction_rows(images, reconstruction), title=title)
+    low, high = float(images.min()), float(images.max())
+    if low < 0 or high > 1:  # e.g. normalised log-mel spectrograms: shown on the originals' range
+        images, reconstruction = ((x - low) / max(high - low, 1e-12) for x in (images, reconstruction))
+    save_labelled_grid(path, *reconstruction_rows(images, reconstruction.clamp(0, 1)), title=title)
 
 
 class TokenizerTrainer(BaseTrainer):

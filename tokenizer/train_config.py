@@ -83,19 +83,25 @@ class TrainConfig:
             )
 
     def _check_image_size(self) -> None:
-        """data.image_size must divide into the coarsest latent grid: checked here, before a run folder exists."""
+        """data.image_size (spectrograms: n_mels and frames) must divide into the coarsest latent grid: checked
+        here, before a run folder exists."""
         defaults = inspect.signature(HQVAE.__init__).parameters
         stem = self.model.get("num_stem_downsamples", defaults["num_stem_downsamples"].default)
         resolutions = len(self.model.get("layers_per_resolution", defaults["layers_per_resolution"].default))
         factor = HQVAE.downsample_factor_of(stem, resolutions)
-        size = self.data.image_size
-        if size % factor:
-            below, above = size // factor * factor, (size // factor + 1) * factor
-            raise ValueError(
-                f"data.image_size={size} must be a multiple of {factor} (the model downsamples by "
-                f"2^(num_stem_downsamples + resolutions - 1) = 2^({stem} + {resolutions} - 1)); "
-                f"e.g. {below or above} or {above}"
-            )
+        if self.data.source == "audiofolder":  # spectrograms: (n_mels, frames)
+            sizes = dict(zip(("data.audio.n_mels", "data.audio.frames"), self.data.audio.shape))
+        else:
+            sizes = {"data.image_size": self.data.image_size}
+        for name, size in sizes.items():
+            if size % factor:
+                below, above = size // factor * factor, (size // factor + 1) * factor
+                hint = " (set data.audio.num_frames)" if name == "data.audio.frames" else ""
+                raise ValueError(
+                    f"{name}={size} must be a multiple of {factor} (the model downsamples by "
+                    f"2^(num_stem_downsamples + resolutions - 1) = 2^({stem} + {resolutions} - 1)); "
+                    f"e.g. {below or above} or {above}{hint}"
+                )
 
     def _resolve_temperature_decay(self) -> None:
         final = self.optimizer.final_temperature

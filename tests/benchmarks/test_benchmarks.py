@@ -115,3 +115,13 @@ def test_sq_regime_runs_a_cell_and_writes_its_table_and_plot(idx_dataset, tmp_pa
     assert (tmp_path / "regime.png").stat().st_size > 0
     rows = json.loads((tmp_path / "results.json").read_text())
     assert rows[0]["model"]["codebook_init"] == "data" and rows[0]["kl_nats"]
+
+
+def test_audio_quality_runs_rsq_and_rq_on_spectrograms(audio_folder, tmp_path, capsys):
+    import audio_quality
+
+    rows = audio_quality.main(["--steps", "2", "--variants", "rsq4", "rq4", "--data-path", str(audio_folder),
+                               "--output", str(tmp_path), "--override", "model.hidden_channels=16",
+                               "--override", "data.batch_size=4"])  # fmt: skip
+    assert [r["variant"] for r in rows] == ["rsq4", "rq4"] and all(len(r["perplexity"]) == 4 for r in rows)
+    assert "| rsq4 | 1 |" in (tmp_path / "results.md").read_text()

@@ -1,0 +1,117 @@
+"""Audio data (tokenizer/audio.py): the log-mel transform of appendix F.2.3, the audio folder, bad clips, the
+normalisation recorded with the run, and a tiny training run on spectrograms."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from tests.conftest import tone
+from tokenizer.audio import AudioConfig, AudioFolder, LogMel, build_audio_datasets, denormalise
+from tokenizer.config import load_config
+from tokenizer.data import DataConfig
+
+ROOT = Path(__file__).parents[2]
+
+
+def test_log_mel_of_four_seconds_is_80_by_344_as_in_the_paper():
+    config = AudioConfig()
+    assert config.shape == (80, 344)
+    mel = LogMel(config)(tone(440.0, seconds=4.0))
+    assert mel.shape == (80, 344) and mel.dtype == np.float32
+    assert mel.min() >= np.log(1e-5) - 1e-4  # clipped at 1e-5 before the log
+    assert mel[:, 10].argmax() < 20  # a 440 Hz tone lands in a low mel band
+
+
+def test_audio_folder_reads_resamples_and_counts_bad_clips(audio_folder):
+    config = AudioConfig(seconds=0.25, num_frames=24, n_mels=32)
+    train = AudioFolder(audio_folder, "train", config)
+    assert train.label_names == ["high", "low"]
+    assert len(train) == 13 and train.skipped == 2  # 12 tones + the 16 kHz clip; silent and garbage skipped
+    assert any("silent.wav" in f for f in train.bad_files) and any(
+        "garbage.wav" in f for f in train.bad_files
+    )
+    with pytest.raises(ValueError, match="garbage.wav|silent.wav"):
+        AudioFolder(audio_folder, "train", config, on_bad_image="raise")
+    with pytest.raises(FileNotFoundError, match="no audio split folder"):
+        AudioFolder(audio_folder, "dev", config)
+    cached = AudioFolder(audio_folder, "train", config)  # read back from the split's cache file
+    assert list((audio_folder / "train").glob(".logmel-*.safetensors"))
+    assert torch.equal(cached.log_mel, train.log_mel) and cached.skipped == 2
+    other = AudioFolder(audio_folder, "train", AudioConfig(seconds=0.25, num_frames=24, n_mels=16))
+    assert other.log_mel.shape[2] == 16  # other settings: another cache entry
+
+
+def test_normalisation_comes_from_the_training_split_and_is_recorded(audio_folder):
+    data = DataConfig(source="audiofolder", path=str(audio_folder), validation_split="validation")
+    data.audio = AudioConfig(seconds=0.25, num_frames=24, n_mels=32)
+    train, validation, test = build_audio_datasets(data)
+    assert data.audio.mean is not None and data.audio.std > 0
+    stacked = torch.stack([train[i][0] for i in range(len(train))])
+    assert stacked.shape[1:] == (1, 32, 24)
+    assert abs(float(stacked.mean())) < 1e-4 and abs(float(stacked.std()) - 1) < 1e-3
+    torch.testing.assert_close(denormalise(train[0][0], data.audio), train.log_mel[0])
+    given = DataConfig(source="audiofolder", path=str(audio_folder), validation_split="validation")
+    given.audio = AudioConfig(seconds=0.25, num_frames=24, n_mels=32, mean=0.0, std=2.0)
+    train2, _, _ = build_audio_datasets(given)
+    torch.testing.assert_close(train2[0][0], train2.log_mel[0] / 2)  # recorded statistics are reused
+
+
+def test_a_tiny_rsqvae_trains_on_spectrograms_and_its_run_keeps_the_scale(audio_folder, tmp_path):
+    from tokenizer.train import TokenizerTrainer, TrainConfig
+
+    config = load_config(TrainConfig, ROOT / "configs" / "tokenizer" / "tiny_audio_rsqvae.yaml",
+                         [f"data.path={audio_folder}", f"output_dir={tmp_path}"])  # fmt: skip
+    TokenizerTrainer(config).fit()
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["split"] == "test" and metrics["rmse"] > 0 and len(metrics["perplexity"]) == 2
+    from tokenizer.data import load_data_config
+
+    recorded = load_data_config(tmp_path / "config.yaml").audio
+    assert recorded.mean is not None and recorded.std is not None  # the run's config carries the scale
+    assert (tmp_path / "reconstructions.png").exists()
+
+
+def test_spectrogram_sizes_are_checked_at_config_time():
+    from tokenizer.train import TrainConfig
+
+    with pytest.raises(ValueError, match=r"data.audio.frames=22 must be a multiple of 4 .*num_frames"):
+        load_config(TrainConfig, ROOT / "configs" / "tokenizer" / "tiny_audio_rsqvae.yaml",
+                    ["data.audio.num_frames=22"])  # fmt: skip
+
+
+def test_urbansound8k_is_arranged_by_the_papers_folds(tmp_path):
+    import sys
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import prepare_urbansound8k
+
+    source = tmp_path / "UrbanSound8K"
+    (source / "metadata").mkdir(parents=True)
+    rows = ["slice_file_name,fsID,start,end,salience,fold,classID,class"]
+    for fold, name in ((1, "dog_bark"), (9, "siren"), (10, "drilling")):
+        (source / "audio" / f"fold{fold}").mkdir(parents=True)
+        soundfile.write(source / "audio" / f"fold{fold}" / f"{fold}-0.wav", tone(440.0), 22050)
+        rows.append(f"{fold}-0.wav,1,0,1,1,{fold},0,{name}")
+    (source / "metadata" / "UrbanSound8K.csv").write_text("\n".join(rows) + "\n")
+    counts = prepare_urbansound8k.prepare(source, tmp_path / "out")
+    assert counts == {"train": 1, "validation": 1, "test": 1}
+    assert (tmp_path / "out" / "validation" / "siren" / "9-0.wav").resolve().exists()
+    with pytest.raises(FileNotFoundError, match="UrbanSound8K folder"):
+        prepare_urbansound8k.prepare(tmp_path, tmp_path / "out2")
+
+
+def test_speech_words_needs_espeak_ng_and_says_so(tmp_path, monkeypatch):
+    import shutil
+    import sys
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import make_speech_words
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(FileNotFoundError, match="apt-get install -y espeak-ng"):
+        make_speech_words.build(tmp_path)
+    assert len(make_speech_words.WORDS) == 30 and len(set(make_speech_words.WORDS)) == 30
