@@ -69,10 +69,10 @@ PLANS = {
 }
 
 
-def train_tokenizer(config: str, steps: int, out: Path, extra: list[str]) -> None:
-    """Trains (or resumes, or reads back) a tokenizer; tau ends at 0.3 whatever the budget."""
+def tokenizer_config(config: str, steps: int, out: Path, extra: list[str]):
+    """The strict tokenizer config of a stage (tau ends at 0.3 whatever the budget): a bad override fails here."""
     from tokenizer.config import load_config
-    from tokenizer.train import TokenizerTrainer, TrainConfig
+    from tokenizer.train import TrainConfig
 
     overrides = [
         f"output_dir={out}",
@@ -80,7 +80,14 @@ def train_tokenizer(config: str, steps: int, out: Path, extra: list[str]) -> Non
         "optimizer.final_temperature=0.3",
         *extra,
     ]
-    TokenizerTrainer.train_or_resume(load_config(TrainConfig, ROOT / config, overrides))
+    return load_config(TrainConfig, ROOT / config, overrides)
+
+
+def train_tokenizer(config: str, steps: int, out: Path, extra: list[str]) -> None:
+    """Trains (or resumes, or reads back) a tokenizer."""
+    from tokenizer.train import TokenizerTrainer
+
+    TokenizerTrainer.train_or_resume(tokenizer_config(config, steps, out, extra))
 
 
 def train_prior(config: str, steps: int, overrides: list[str], codes: Path, out: Path) -> None:
@@ -113,6 +120,11 @@ def run(
     if not scale > 0:
         raise ValueError(f"--scale must be > 0, got {scale}")
     plan = PLANS[model]
+    for config_file in (
+        plan["tokenizer"][0],
+        plan["twin"][0],
+    ):  # bad overrides fail before anything is written
+        tokenizer_config(config_file, 2, output / "check", list(tokenizer_overrides))
     output.mkdir(parents=True, exist_ok=True)
     stage = StageClock(output)
     report = output / "report"

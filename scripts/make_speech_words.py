@@ -7,7 +7,7 @@ twenty command words across its English accents, voice variants, pitches and spe
 Writes ``<output>/<split>/<word>/<accent>_<variant>_p<pitch>_s<speed>.wav`` (22,050 Hz, 16 bit, mono), the
 layout ``data.source: audiofolder`` reads, and ``<output>/manifest.json``. Splits are speaker-disjoint: every
 clip of one accent is in the test split, of another in the validation split, the rest train. With the defaults:
-30 words x 7 accents x 8 variants x 2 pitches x 2 speeds = 6,720 clips (4,800 / 960 / 960), ~130 MB, about a
+30 words x 7 accents x 8 variants x 2 pitches x 2 speeds = 6,720 clips (4,800 / 960 / 960), ~227 MB, about a
 minute on 2 cores. An existing complete dataset is left as it is (``--force`` rebuilds).
 
 This is synthetic speech: one engine, clean, no noise or rooms. It exercises the audio path of the tokenizers

@@ -52,3 +52,9 @@ def test_main_job_writes_a_report_and_resumes(model, idx_dataset, tmp_path, monk
     assert again["timings_seconds"] == metrics["timings_seconds"]
     assert len(again["reruns"]) == 1 and set(again["reruns"][0]["stages"]) == set(metrics["timings_seconds"])
     assert "rerun" in (report / "summary.md").read_text()
+
+
+def test_a_bad_override_fails_before_anything_is_written(tmp_path):
+    with pytest.raises(ValueError, match="data.image_size=30 must be a multiple of 8"):
+        main_job.main(["--output", str(tmp_path / "run"), "--tokenizer-override", "data.image_size=30"])
+    assert not (tmp_path / "run").exists()
