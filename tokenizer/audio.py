@@ -13,8 +13,9 @@ The normalisation statistics are computed once, from the training split, and wri
 (``data.audio.mean`` / ``data.audio.std``), so a run's ``config.yaml`` carries them and every later reader
 (evaluation, code extraction, decoding back to log-mel) uses the same scale (``LogMel.denormalise``).
 
-``AudioFolder``: ``path/<split>/<class>/*.wav`` (class = sub-folder name). An unreadable file or a silent
-clip is a bad item: skipped and counted (``on_bad_image: skip``) or an error naming the file (``raise``).
+``AudioFolder``: ``path/<split>/<class>/*.wav`` (class = sub-folder name); ``AudioRecords``: a ``datasets``
+split with an audio column (``data.audio_column`` with a hub id, parquet or arrow source). An unreadable file
+or a silent clip is a bad item: skipped and counted (``on_bad_image: skip``) or an error naming it (``raise``).
 """
 
 from __future__ import annotations
@@ -130,12 +131,13 @@ class LogMel:
         return np.concatenate([log_mel, floor], axis=1)
 
 
-def read_audio(path: str | Path, sample_rate: int) -> np.ndarray:
+def read_audio(path, sample_rate: int) -> np.ndarray:
     """A mono float waveform at ``sample_rate`` (channels averaged, resampled with a polyphase filter)."""
     import soundfile
     from scipy.signal import resample_poly
 
-    data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    source = path if hasattr(path, "read") else str(path)  # a file-like object (bytes of a dataset) or a path
+    data, rate = soundfile.read(source, dtype="float32", always_2d=True)
     waveform = data.mean(axis=1)
     if rate != sample_rate:
         ratio = Fraction(sample_rate, rate).limit_denominator(1000)
@@ -143,34 +145,24 @@ def read_audio(path: str | Path, sample_rate: int) -> np.ndarray:
     return waveform
 
 
-class AudioFolder(Dataset):
-    """(log-mel (1, n_mels, frames) normalised, label) from ``root/<split>/<class>/*.wav`` (sorted classes).
+class LogMelSpectrograms(Dataset):
+    """(log-mel (1, n_mels, frames) normalised, label) items of a list of clips, computed once (a progress bar)
+    and kept in memory (``n_mels x frames x 4`` bytes per clip). A clip that cannot be read, or is empty,
+    silent or non-finite, is a bad item: skipped and counted in ``skipped`` / ``bad_files``
+    (``on_bad_image="skip"``) or a ``ValueError`` naming it (``"raise"``).
 
-    The spectrograms of the whole split are computed once, at construction (a progress bar), kept in memory
-    (``n_mels x frames x 4`` bytes per clip) and cached beside the clips (``<split>/.logmel-<key>.safetensors``,
-    keyed by the files and the transform settings), so later runs read them back. Bad files (unreadable, empty or silent) are skipped and
-    counted in ``skipped`` (``on_bad_image="skip"``) or raise a ``ValueError`` naming the file."""
+    ``clips``: (name, source, label) with ``source`` whatever ``soundfile.read`` takes (a path or a file-like
+    object). ``cache``: a safetensors file for the spectrograms (read back when it exists)."""
 
-    def __init__(self, root: str | Path, split: str, config: AudioConfig, on_bad_image: str = "skip"):
+    def __init__(
+        self, clips, config: AudioConfig, where: str, on_bad_image: str = "skip", cache: Path | None = None
+    ):
         from tokenizer.console import progress_bar
 
-        folder = Path(root) / split
-        if not folder.is_dir():
-            raise FileNotFoundError(f"no audio split folder {folder} (expected {root}/<split>/<class>/*.wav)")
-        classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
-        if not classes:
-            raise ValueError(f"{folder} has no class sub-folders (expected {folder}/<class>/*.wav)")
-        files = [
-            (path, label)
-            for label, name in enumerate(classes)
-            for path in sorted((folder / name).iterdir())
-            if path.suffix.lower() in AUDIO_EXTENSIONS
-        ]
-        if not files:
-            raise ValueError(f"{folder} holds no audio files ({', '.join(AUDIO_EXTENSIONS)})")
-        self.label_names, self.config, self.normalised = classes, config, None
-        cache = _cache_path(folder, files, config)
-        if cache.exists():  # the same files and transform settings: read the spectrograms back
+        if on_bad_image not in ("skip", "raise"):
+            raise ValueError(f"on_bad_image must be 'skip' or 'raise', got {on_bad_image!r}")
+        self.config, self.normalised = config, None
+        if cache is not None and cache.exists():  # the same clips and transform settings: read them back
             from safetensors.torch import load_file
 
             stored = load_file(cache)
@@ -178,32 +170,33 @@ class AudioFolder(Dataset):
             self.bad_files = json.loads(cache.with_suffix(".json").read_text())["bad_files"]
             self.skipped = len(self.bad_files)
             if self.bad_files and on_bad_image == "raise":
-                raise ValueError(f"bad audio file {self.bad_files[0]} (one of {self.skipped} in {folder})")
+                raise ValueError(f"bad audio file {self.bad_files[0]} (one of {self.skipped} in {where})")
             return
         transform = LogMel(config)
         spectrograms, labels, self.skipped, self.bad_files = [], [], 0, []
-        for path, label in progress_bar(files, desc=f"log-mel {split}", leave=False):
+        for name, source, label in progress_bar(clips, desc=f"log-mel {where}", leave=False):
             try:
-                waveform = read_audio(path, config.sample_rate)
+                waveform = read_audio(source, config.sample_rate)
                 if waveform.size == 0 or not np.any(waveform) or not np.all(np.isfinite(waveform)):
                     raise ValueError("silent, empty or non-finite audio")
-            except Exception as error:  # noqa: BLE001 - any unreadable file is a bad item
+            except Exception as error:  # noqa: BLE001 - any unreadable clip is a bad item
                 if on_bad_image == "raise":
-                    raise ValueError(f"bad audio file {path}: {error}") from error
+                    raise ValueError(f"bad audio file {name}: {error}") from error
                 self.skipped += 1
-                self.bad_files.append(str(path))
+                self.bad_files.append(str(name))
                 continue
             spectrograms.append(transform(waveform))
             labels.append(label)
         if self.skipped:
             logger.warning(
-                "%s: skipped %d bad audio file(s), e.g. %s", folder, self.skipped, self.bad_files[0]
+                "%s: skipped %d bad audio clip(s), e.g. %s", where, self.skipped, self.bad_files[0]
             )
         if not spectrograms:
-            raise ValueError(f"{folder}: every one of {len(files)} audio files is bad")
+            raise ValueError(f"{where}: every one of its {len(clips)} audio clips is bad")
         self.log_mel = torch.from_numpy(np.stack(spectrograms)).unsqueeze(1)  # (N, 1, n_mels, frames)
         self.labels = torch.tensor(labels, dtype=torch.long)
-        _write_cache(cache, self.log_mel, self.labels, self.bad_files)
+        if cache is not None:
+            _write_cache(cache, self.log_mel, self.labels, self.bad_files)
 
     def statistics(self) -> tuple[float, float]:
         """Mean and standard deviation of every log-mel value of this split."""
@@ -219,8 +212,62 @@ class AudioFolder(Dataset):
 
     def __getitem__(self, index: int):
         if self.normalised is None:
-            raise RuntimeError("AudioFolder.normalise(mean, std) must run before items are read")
+            raise RuntimeError("normalise(mean, std) must run before items are read")
         return self.normalised[index], self.labels[index]
+
+
+class AudioFolder(LogMelSpectrograms):
+    """``root/<split>/<class>/*.wav`` (classes sorted by name); the spectrograms are cached beside the clips
+    (``<split>/.logmel-<key>.safetensors``, keyed by the files and the transform settings)."""
+
+    def __init__(self, root: str | Path, split: str, config: AudioConfig, on_bad_image: str = "skip"):
+        folder = Path(root) / split
+        if not folder.is_dir():
+            raise FileNotFoundError(f"no audio split folder {folder} (expected {root}/<split>/<class>/*.wav)")
+        classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
+        if not classes:
+            raise ValueError(f"{folder} has no class sub-folders (expected {folder}/<class>/*.wav)")
+        files = [
+            (path, label)
+            for label, name in enumerate(classes)
+            for path in sorted((folder / name).iterdir())
+            if path.suffix.lower() in AUDIO_EXTENSIONS
+        ]
+        if not files:
+            raise ValueError(f"{folder} holds no audio files ({', '.join(AUDIO_EXTENSIONS)})")
+        self.label_names = classes
+        clips = [(path, path, label) for path, label in files]
+        super().__init__(clips, config, str(folder), on_bad_image, _cache_path(folder, files, config))
+
+
+class AudioRecords(LogMelSpectrograms):
+    """A ``datasets`` split with an audio column (hub id, parquet, arrow): the column is read undecoded
+    (``Audio(decode=False)``: bytes or a path) and decoded with soundfile, so no torchcodec is needed."""
+
+    def __init__(self, hf_dataset, audio_column: str, label_column: str | None, config: AudioConfig,
+                 where: str, on_bad_image: str = "skip"):  # fmt: skip
+        import io
+
+        from datasets import Audio
+
+        if audio_column not in hf_dataset.column_names:
+            raise ValueError(
+                f"audio_column {audio_column!r} not in the dataset's columns {hf_dataset.column_names}"
+            )
+        if label_column is not None and label_column not in hf_dataset.column_names:
+            raise ValueError(
+                f"label_column {label_column!r} not in the dataset's columns {hf_dataset.column_names}"
+            )
+        records = hf_dataset.cast_column(audio_column, Audio(decode=False))
+        feature = hf_dataset.features.get(label_column) if label_column else None
+        self.label_names = list(getattr(feature, "names", None) or []) or None
+        labels = records[label_column] if label_column else [-1] * len(records)
+        clips = []
+        for i, (audio, label) in enumerate(zip(records[audio_column], labels)):
+            name = audio.get("path") or f"{where}[{i}]"
+            source = io.BytesIO(audio["bytes"]) if audio.get("bytes") else audio.get("path")
+            clips.append((name, source, int(label)))
+        super().__init__(clips, config, where, on_bad_image)
 
 
 def _cache_path(folder: Path, files: list[tuple[Path, int]], config: AudioConfig) -> Path:
@@ -246,16 +293,31 @@ def _write_cache(path: Path, log_mel: torch.Tensor, labels: torch.Tensor, bad_fi
         logger.info("log-mel cache not written to %s: %s", path.parent, error)
 
 
-def build_audio_datasets(data) -> tuple[AudioFolder, AudioFolder, AudioFolder | None]:
-    """(train, validation, test) of ``data`` (a ``DataConfig`` with ``source="audiofolder"``); fills
-    ``data.audio.mean`` / ``std`` from the training split when they are None (recorded in the run's config)."""
+def build_audio_datasets(data) -> tuple[LogMelSpectrograms, LogMelSpectrograms, LogMelSpectrograms | None]:
+    """(train, validation, test) of ``data`` (a ``DataConfig``: ``source="audiofolder"``, or a hub / parquet /
+    arrow source with ``audio_column``); fills ``data.audio.mean`` / ``std`` from the training split when they
+    are None (recorded in the run's config)."""
     audio = data.audio
-    splits = [data.train_split, data.validation_split, data.test_split]
-    if splits[1] is None:
-        raise ValueError("data.validation_split is required for data.source=audiofolder (a folder per split)")
-    train, validation, test = (
-        AudioFolder(data.path, split, audio, data.on_bad_image) if split else None for split in splits
-    )
+    if data.source == "audiofolder":
+        if data.validation_split is None:
+            raise ValueError(
+                "data.validation_split is required for data.source=audiofolder (a folder per split)"
+            )
+        splits = [data.train_split, data.validation_split, data.test_split]
+        train, validation, test = (
+            AudioFolder(data.path, split, audio, data.on_bad_image) if split else None for split in splits
+        )
+    else:
+        from tokenizer.data import hf_splits
+
+        def wrap(hf, where):
+            return AudioRecords(hf, data.audio_column, data.label_column, audio, where, data.on_bad_image)
+
+        parts = hf_splits(data)
+        train, validation, test = (
+            wrap(hf, f"{data.path} {name}") if hf is not None else None
+            for hf, name in zip(parts, ("train", "validation", "test"))
+        )
     if audio.mean is None or audio.std is None:
         audio.mean, audio.std = train.statistics()
         logger.info(

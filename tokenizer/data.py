@@ -52,11 +52,23 @@ class DataConfig:
     eval_batch_size: int = 256
     max_eval_images: int | None = None  # cap validation/test evaluation (None: the whole split)
     num_workers: int = 0
-    audio: AudioConfig = field(default_factory=AudioConfig)  # source: audiofolder (tokenizer/audio.py)
+    audio: AudioConfig = field(default_factory=AudioConfig)  # audio sources (tokenizer/audio.py)
+    # hub / parquet / arrow sources with an audio column: clips as log-mel spectrograms (``audio:``)
+    audio_column: str | None = None
 
     def __post_init__(self):
         if self.source != "fashion_mnist" and self.path is None:
             raise ValueError(f"data.path is required for data.source={self.source!r}")
+        if self.audio_column is not None and self.source not in ("hub", "parquet", "arrow"):
+            raise ValueError(
+                f"data.audio_column needs a hub, parquet or arrow source, got data.source={self.source!r} "
+                "(audio files in folders: data.source=audiofolder)"
+            )
+
+    @property
+    def is_audio(self) -> bool:
+        """Clips turned into log-mel spectrograms (``tokenizer/audio.py``) rather than images."""
+        return self.source == "audiofolder" or self.audio_column is not None
 
 
 def load_data_config(path: str | os.PathLike) -> DataConfig:
@@ -68,7 +80,7 @@ def load_data_config(path: str | os.PathLike) -> DataConfig:
 
 def build_datasets(config: DataConfig, channels: int):
     """(train, validation, test) datasets of (image, label); test is None without a test split."""
-    if config.source == "audiofolder":
+    if config.is_audio:
         from tokenizer.audio import build_audio_datasets
 
         return build_audio_datasets(config)
@@ -92,6 +104,13 @@ def build_datasets(config: DataConfig, channels: int):
             min_image_size=config.min_image_size,
         )
 
+    train, validation, test = hf_splits(config)
+    return wrap(train), wrap(validation), (wrap(test) if test is not None else None)
+
+
+def hf_splits(config: DataConfig):
+    """(train, validation, test) ``datasets`` splits of a hub / imagefolder / parquet / arrow source; without a
+    validation split, the last ``validation_size`` training items (a fixed split)."""
     train = load_hf_split(config.source, config.path, config.train_split)
     if config.validation_split is not None:
         validation = load_hf_split(config.source, config.path, config.validation_split)
@@ -104,7 +123,7 @@ def build_datasets(config: DataConfig, channels: int):
         validation = train.select(range(cut, len(train)))
         train = train.select(range(cut))
     test = load_hf_split(config.source, config.path, config.test_split) if config.test_split else None
-    return wrap(train), wrap(validation), (wrap(test) if test is not None else None)
+    return train, validation, test
 
 
 def dataset_split(config: DataConfig, split: str, channels: int):

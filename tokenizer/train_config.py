@@ -89,7 +89,7 @@ class TrainConfig:
         stem = self.model.get("num_stem_downsamples", defaults["num_stem_downsamples"].default)
         resolutions = len(self.model.get("layers_per_resolution", defaults["layers_per_resolution"].default))
         factor = HQVAE.downsample_factor_of(stem, resolutions)
-        if self.data.source == "audiofolder":  # spectrograms: (n_mels, frames)
+        if self.data.is_audio:  # spectrograms: (n_mels, frames)
             sizes = dict(zip(("data.audio.n_mels", "data.audio.frames"), self.data.audio.shape))
         else:
             sizes = {"data.image_size": self.data.image_size}

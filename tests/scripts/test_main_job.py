@@ -1,6 +1,7 @@
 """The main job end to end at a tiny budget (its real budget is measured by running scripts/main.sh)."""
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -58,3 +59,37 @@ def test_a_bad_override_fails_before_anything_is_written(tmp_path):
     with pytest.raises(ValueError, match="data.image_size=30 must be a multiple of 8"):
         main_job.main(["--output", str(tmp_path / "run"), "--tokenizer-override", "data.image_size=30"])
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_kill_9_anywhere_in_the_main_job_never_stops_it_from_continuing(idx_dataset, tmp_path):
+    """Kills the whole main job (tiny budgets) with SIGKILL at random moments, at least 10 times, reruns the
+    same command after each, and checks that it finishes with a complete report and the stages' outputs of an
+    uninterrupted run's shape."""
+    import random
+    import signal
+    import subprocess
+    import time
+
+    args = ["--model", "sqvae2", "--output", str(tmp_path / "run"), "--scale", "0.002", "--samples-per-class", "2",
+            "--fid-items", "20", "--tokenizer-override", f"data.path={idx_dataset}",
+            "--tokenizer-override", "data.validation_size=16", "--tokenizer-override", "logging.checkpoint_every=1",
+            "--prior-override", "data.batch_size=8"]  # fmt: skip
+    command = [sys.executable, str(ROOT / "scripts" / "main_job.py"), *args]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    rng, kills = random.Random(0), 0
+    report = tmp_path / "run" / "report" / "summary.md"
+    for _ in range(40):
+        proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        if kills < 10:
+            time.sleep(rng.uniform(2.0, 20.0))
+        if proc.poll() is None and kills < 10:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        stderr = proc.communicate(timeout=900)[1].decode()
+        assert proc.returncode in (0, -signal.SIGKILL), stderr[-3000:]
+        if proc.returncode == 0 and report.exists():
+            break
+    assert kills >= 10 and report.exists()
+    metrics = json.loads((tmp_path / "run" / "report" / "metrics.json").read_text())
+    assert metrics["tokenizer"]["steps"] == 6 and len(metrics["priors"]) == 2

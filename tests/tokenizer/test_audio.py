@@ -60,6 +60,24 @@ def test_normalisation_comes_from_the_training_split_and_is_recorded(audio_folde
     torch.testing.assert_close(train2[0][0], train2.log_mel[0] / 2)  # recorded statistics are reused
 
 
+def test_audio_columns_of_datasets_are_read_without_torchcodec(audio_folder, tmp_path):
+    from datasets import Audio, ClassLabel, Dataset
+
+    files = sorted((audio_folder / "train").glob("*/[0-9].wav"))
+    labels = [0 if f.parent.name == "high" else 1 for f in files]
+    records = Dataset.from_dict({"clip": [str(f) for f in files], "kind": labels})
+    records = records.cast_column("clip", Audio()).cast_column("kind", ClassLabel(names=["high", "low"]))
+    records.save_to_disk(str(tmp_path / "arrow"))  # embeds the bytes
+    data = DataConfig(source="arrow", path=str(tmp_path / "arrow"), audio_column="clip", label_column="kind",
+                      validation_size=4, test_split=None)  # fmt: skip
+    data.audio = AudioConfig(seconds=0.25, num_frames=24, n_mels=32)
+    train, validation, test = build_audio_datasets(data)
+    assert (len(train), len(validation), test) == (8, 4, None) and train.label_names == ["high", "low"]
+    assert train[0][0].shape == (1, 32, 24) and data.audio.std > 0
+    with pytest.raises(ValueError, match="audio_column needs a hub, parquet or arrow source"):
+        DataConfig(source="imagefolder", path="x", audio_column="clip")
+
+
 def test_a_tiny_rsqvae_trains_on_spectrograms_and_its_run_keeps_the_scale(audio_folder, tmp_path):
     from tokenizer.train import TokenizerTrainer, TrainConfig
 
