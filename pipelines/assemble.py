@@ -17,6 +17,7 @@ import logging
 from pathlib import Path
 
 from pipelines.pipeline_hqvae import HQVAEPipeline
+from prior.contextual import ContextualRQTransformer, DraftAndReviseScheduler
 from prior.masked import MaskedPriorStack, MaskedTokenTransformer
 from prior.rq_transformer import RQTransformer
 from prior.scheduler import MaskedTokenScheduler
@@ -53,13 +54,18 @@ def assemble_pipeline(
     kinds = {meta["prior"] for _, meta in metas}
     if len(kinds) != 1:
         raise ValueError(
-            f"mixing prior kinds {sorted(kinds)}: give masked priors (one per level) or one RQ prior"
+            f"mixing prior kinds {sorted(kinds)}: give masked priors (one per level) or one (contextual) RQ prior"
         )
     if kinds == {"rq"}:
         if len(metas) != 1:
             raise ValueError(f"give one RQ-Transformer run, got {len(metas)}")
         prior = RQTransformer.from_pretrained(metas[0][0] / prior_weights)
         scheduler = None
+    elif kinds == {"contextual"}:
+        if len(metas) != 1:
+            raise ValueError(f"give one contextual RQ-Transformer run, got {len(metas)}")
+        prior = ContextualRQTransformer.from_pretrained(metas[0][0] / prior_weights)
+        scheduler = DraftAndReviseScheduler.from_pretrained(metas[0][0] / "scheduler")
     else:
         metas.sort(key=lambda item: item[1]["level"])
         levels = [meta["level"] for _, meta in metas]

@@ -25,13 +25,20 @@ def write_model_card(pipe, path: Path) -> None:
     from prior.masked import MaskedPriorStack
 
     tokenizer = pipe.hqvae.config
-    kind = "masked" if isinstance(pipe.prior, MaskedPriorStack) else "rq"
-    prior_text = (
-        f"{len(pipe.prior.levels)} Muse/MaskGIT masked-token priors (one per code level, the finer conditioned on "
-        "the coarser) with `MaskedTokenScheduler`"
-        if kind == "masked"
-        else f"an RQ-Transformer over {pipe.prior.config.depth} residual code layers"
-    )
+    from prior.contextual import ContextualRQTransformer
+
+    if isinstance(pipe.prior, MaskedPriorStack):
+        prior_text = (
+            f"{len(pipe.prior.levels)} Muse/MaskGIT masked-token priors (one per code level, the finer conditioned "
+            "on the coarser) with `MaskedTokenScheduler`"
+        )
+    elif isinstance(pipe.prior, ContextualRQTransformer):
+        prior_text = (
+            f"a contextual RQ-Transformer over {pipe.prior.config.depth} residual code layers (draft-and-revise "
+            "decoding, `DraftAndReviseScheduler`)"
+        )
+    else:
+        prior_text = f"an RQ-Transformer over {pipe.prior.config.depth} residual code layers"
     metadata = pipe.config.get("metadata") or {}
     labels = pipe.config.get("id2label") or {}
     lines = [

@@ -1,10 +1,12 @@
 """``HQVAEPipeline``: class-conditional sampling from a trained HQ-VAE tokenizer and its prior(s).
 
-Two pairings:
+Three pairings:
 
 - SQ-VAE-2 (or any injected/hybrid HQ-VAE) + ``MaskedPriorStack`` (one Muse prior per code level, the finer
   conditioned on the coarser) + ``MaskedTokenScheduler``;
-- RSQ-VAE / RQ-VAE + ``RQTransformer`` (no scheduler).
+- RSQ-VAE / RQ-VAE + ``RQTransformer`` (no scheduler);
+- RSQ-VAE / RQ-VAE + ``ContextualRQTransformer`` + ``DraftAndReviseScheduler`` (``num_inference_steps``:
+  T_draft or [T_draft, T_revise]; the revise rounds are the scheduler's ``num_revisions``).
 
 Sampling is chunk-invariant: each image draws from its own generator (seeded from ``generator``, or given as a
 list of one generator per image), so ``batch_size`` changes speed and memory, never the images.
@@ -20,6 +22,7 @@ import torch
 from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
 
+from prior.contextual import ContextualRQTransformer
 from prior.masked import MaskedPriorStack
 from prior.rq_transformer import RQTransformer
 from prior.scheduler import MaskedTokenScheduler
@@ -54,10 +57,10 @@ def check_components(hqvae: HQVAE, prior, scheduler) -> None:
         got_shapes = [(c.height, c.width) for c in levels]
         if scheduler is None:
             raise ValueError("masked priors need a MaskedTokenScheduler (scheduler=None)")
-    elif isinstance(prior, RQTransformer):
+    elif isinstance(prior, (RQTransformer, ContextualRQTransformer)):
         if list(hqvae.config.layers_per_resolution) != [prior.config.depth]:
             raise ValueError(
-                f"an RQ-Transformer of depth {prior.config.depth} needs a tokenizer with "
+                f"a {type(prior).__name__} of depth {prior.config.depth} needs a tokenizer with "
                 f"layers_per_resolution=[{prior.config.depth}], got {list(hqvae.config.layers_per_resolution)}"
             )
         got_sizes = list(prior.sizes)
@@ -65,7 +68,10 @@ def check_components(hqvae: HQVAE, prior, scheduler) -> None:
         expected_shapes = hqvae.latent_shapes(prior.config.height * factor, prior.config.width * factor)
         got_shapes = [(prior.config.height, prior.config.width)] * prior.config.depth
     else:
-        raise ValueError(f"prior must be a MaskedPriorStack or an RQTransformer, got {type(prior).__name__}")
+        raise ValueError(
+            "prior must be a MaskedPriorStack, an RQTransformer or a ContextualRQTransformer, got "
+            f"{type(prior).__name__}"
+        )
     if got_sizes != sizes:
         raise ValueError(f"the prior's codebook sizes {got_sizes} differ from the tokenizer's {sizes}")
     if [tuple(s) for s in expected_shapes] != got_shapes:

@@ -152,7 +152,7 @@ def derived_kwargs(prior: str, level: int, meta: dict, num_classes: int) -> dict
         }
     if len(set(shapes)) != 1:
         raise ValueError(
-            f"the RQ-Transformer needs every code layer at one resolution (RSQ-VAE / RQ-VAE); these codes have "
+            f"the (contextual) RQ-Transformer needs every code layer at one resolution (RSQ-VAE / RQ-VAE); these codes have "
             f"shapes {shapes} (use prior: masked, one per level)"
         )
     return {

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import torch
 
-from prior.logits import Generators, check_sampling_arguments, sample_logits
+from prior.logits import Generators, check_sampling_arguments, gumbel_rows, sample_logits, uniform_rows
 from prior.masked import MaskedTokenTransformer, check_class_labels
 from prior.rq_transformer import RQTransformer
 from prior.scheduler import MaskedTokenScheduler
@@ -56,7 +56,12 @@ def guided(logits_fn, batch: int, scale: float):
     """Runs ``logits_fn(doubled)`` once on [cond; uncond] when guiding and mixes the halves."""
     if scale == 1.0:
         return logits_fn(False)
-    conditional, unconditional = logits_fn(True).float().split(batch)
+    return mix_guidance(logits_fn(True), batch, scale)
+
+
+def mix_guidance(logits: torch.Tensor, batch: int, scale: float) -> torch.Tensor:
+    """Classifier-free guidance of logits stacked [cond; uncond] along the batch: u + s (c - u), float32."""
+    conditional, unconditional = logits.float().split(batch)
     return unconditional + scale * (conditional - unconditional)
 
 
@@ -191,4 +196,95 @@ def sample_rq(
         if t + 1 < model.num_tokens:
             new = model.spatial_inputs(position[:, None].repeat(runs // batch, 1, 1), t)
             spatial_in = new if use_cache else torch.cat([spatial_in, new], dim=1)
+    return codes.reshape(batch, cfg.height, cfg.width, depth)
+
+
+@torch.no_grad()
+def sample_draft_and_revise(
+    model,
+    scheduler,
+    class_labels: torch.Tensor | None = None,
+    draft_steps: int = 8,
+    revise_steps: int = 4,
+    guidance_scale: float = 1.0,
+    guidance_schedule: str = "constant",
+    temperature: float | Sequence[float] = 1.0,
+    top_k: int | None | Sequence[int | None] = None,
+    top_p: float | None | Sequence[float | None] = None,
+    generator: Generators = None,
+    batch_size: int | None = None,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Codes (B, h, w, D) from a ``ContextualRQTransformer`` by draft-and-revise (Lee et al. 2022b).
+
+    Draft: T_draft steps of MaskGIT-style decoding over positions (``MaskedTokenScheduler``'s schedule and
+    annealed confidence noise), each sampling the D codes of every masked position depth by depth; the
+    confidence of a position is the sum of its codes' log-probabilities. Revise: ``scheduler.num_revisions``
+    rounds, each a random partition of the positions (from each image's own generator) into T_revise groups,
+    resampled group by group given all other positions. ``guidance_schedule`` ramps the guidance over the draft
+    steps; the revision uses the full scale."""
+    cfg = model.config
+    depth, device, num_tokens = cfg.depth, model.device, model.num_tokens
+    check_guidance(guidance_scale, cfg.num_classes)
+    temperatures = _per_depth(temperature, depth, "temperature")
+    top_ks = _per_depth(top_k, depth, "top_k")
+    top_ps = _per_depth(top_p, depth, "top_p")
+    for values in zip(temperatures, top_ks, top_ps):
+        check_sampling_arguments(*values)
+    labels = _labels(model, class_labels, batch_size, device)
+    batch = labels.shape[0]
+    null = torch.full_like(labels, model.null_class)
+
+    def predict(codes: torch.Tensor, masked: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every position's D codes sampled depth by depth given the unmasked positions, and their log-prob sum."""
+        doubled = scale != 1.0
+        run_codes = torch.cat([codes, codes]) if doubled else codes
+        run_mask = torch.cat([masked, masked]) if doubled else masked
+        context = model.context(run_codes, run_mask, torch.cat([labels, null]) if doubled else labels)
+        runs = context.shape[0]
+        rows = context.reshape(runs * num_tokens, -1)
+        sampled = torch.zeros(batch, num_tokens, depth, dtype=torch.long, device=device)
+        confidence = torch.zeros(batch, num_tokens, device=device)
+        for d in range(depth):
+            known = sampled[..., :d].repeat(runs // batch, 1, 1).reshape(runs * num_tokens, d)
+            logits = model.depth_logits(rows, known).float().reshape(runs, num_tokens, -1)
+            logits = mix_guidance(logits, batch, scale) if doubled else logits
+            sampled[..., d], log_probs = sample_logits(
+                logits, temperatures[d], top_ks[d], top_ps[d], generator
+            )
+            confidence += log_probs.gather(-1, sampled[..., d : d + 1])[..., 0]
+        return sampled, confidence
+
+    codes = torch.zeros(batch, num_tokens, depth, dtype=torch.long, device=device)
+    masked = torch.ones(batch, num_tokens, dtype=torch.bool, device=device)
+    draft = MaskedTokenScheduler(1, scheduler.config.masking_schedule, scheduler.config.choice_temperature)
+    draft.set_timesteps(draft_steps, device=device)
+    revisions = scheduler.config.num_revisions
+    total = draft_steps + revisions * revise_steps
+    bar = progress_bar(total=total, desc="draft-and-revise", disable=not progress, leave=False)
+    for i in range(draft_steps):
+        scale = guidance_at(i, draft_steps, guidance_scale, guidance_schedule)
+        sampled, confidence = predict(codes, masked, scale)
+        codes = torch.where(masked[..., None], sampled, codes)
+        count = draft.num_to_mask(i, num_tokens, masked.sum(1))
+        if int(count.max()) > 0:
+            noise = draft.choice_noise_scale(i)
+            if noise > 0:
+                confidence = confidence + noise * gumbel_rows(confidence, generator)
+            confidence = confidence.masked_fill(~masked, float("inf"))  # decided positions stay decided
+            ranks = confidence.argsort(dim=1, stable=True).argsort(dim=1)
+            masked = ranks < count[:, None]
+        else:
+            masked = torch.zeros_like(masked)
+        bar.update(1)
+    for _ in range(revisions):
+        # a random partition of the positions per image: position n goes to group rank(n) mod T_revise
+        order = uniform_rows((batch, num_tokens), generator, device).argsort(dim=1).argsort(dim=1)
+        groups = order % revise_steps
+        for g in range(revise_steps):
+            masked = groups == g
+            sampled, _ = predict(codes, masked, guidance_scale)
+            codes = torch.where(masked[..., None], sampled, codes)
+            bar.update(1)
+    bar.close()
     return codes.reshape(batch, cfg.height, cfg.width, depth)

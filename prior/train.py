@@ -4,7 +4,8 @@ Trains one prior on codes written by ``prior/extract.py``:
 
 - ``prior: masked``: a Muse/MaskGIT masked-token transformer for code level ``level``, conditioned on the
   class and on all coarser levels (for SQ-VAE-2: level 0 is Q(Z_1 | c), level 1 is Q(Z_2 | Z_1, c));
-- ``prior: rq``: an RQ-Transformer over all levels of a single-resolution (RSQ-VAE / RQ-VAE) tokenizer.
+- ``prior: rq``: an RQ-Transformer over all levels of a single-resolution (RSQ-VAE / RQ-VAE) tokenizer;
+- ``prior: contextual``: the contextual (draft-and-revise) RQ-Transformer over the same stacks.
 
 The code shapes, codebook sizes and class count come from the codes folder's meta.json; ``model:`` holds only
 the architecture. The same standards as tokenizer training (shared helpers in ``tokenizer.training_utils``):
@@ -15,7 +16,7 @@ mixed precision, weight EMA. AdamW with linear warmup and cosine decay. Writes i
   (validation loss next to log K, the loss of a uniform guess, and the codes' unigram entropy);
 - ``grids/<step>.png``: class-conditional samples decoded by the tokenizer, one row per class (a level-l
   masked prior is shown on the validation set's real coarser codes, decoded from the top l+1 levels);
-- ``checkpoints/``, ``model/`` (+ ``model_ema/``), ``scheduler/`` (masked), ``codes_meta.json``, ``metrics.json``.
+- ``checkpoints/``, ``model/`` (+ ``model_ema/``), ``scheduler/`` (masked, contextual), ``codes_meta.json``, ``metrics.json``.
 """
 
 from __future__ import annotations
@@ -29,9 +30,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from prior.codes import CodeDataset, collate_codes, count_classes, derived_kwargs, read_meta, unigram_entropy
-from prior.masked import MaskedTokenTransformer
-from prior.rq_transformer import RQTransformer
-from prior.train_config import PriorTrainConfig
+from prior.train_config import PRIOR_CLASSES, PriorTrainConfig
 from tokenizer.config import to_dict
 from tokenizer.trainer import BaseTrainer
 from tokenizer.training_utils import fused_optimizer_supported, training_command
@@ -69,7 +68,7 @@ class PriorTrainer(BaseTrainer):
         self.layers = (
             [config.level] if config.prior == "masked" else list(range(len(self.meta["codebook_sizes"])))
         )
-        model_class = MaskedTokenTransformer if config.prior == "masked" else RQTransformer
+        model_class = PRIOR_CLASSES[config.prior]
         self.model = self.seeded_model(lambda: model_class(**self.model_kwargs))
         if opt.gradient_checkpointing:
             self.model.enable_gradient_checkpointing()
@@ -246,7 +245,10 @@ class PriorTrainer(BaseTrainer):
         self.unwrapped.save_pretrained(self.output_dir / "model")
         if self.ema is not None:
             self.ema.module.save_pretrained(self.output_dir / "model_ema")
-        if cfg.prior == "masked":  # the sampling scheduler, on the prior's own masking schedule
+        if cfg.prior in (
+            "masked",
+            "contextual",
+        ):  # the sampling scheduler, on the prior's own masking schedule
             scheduler = self.unwrapped.make_scheduler(cfg.sampling.choice_temperature)
             scheduler.save_pretrained(self.output_dir / "scheduler")
         codes_meta = {

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from prior.contextual import ContextualRQTransformer
 from prior.masked import MaskedTokenTransformer
 from prior.rq_transformer import RQTransformer
 from tokenizer.config import check_kwargs, check_positive
@@ -25,7 +26,10 @@ DERIVED = {
         "condition_shapes",
     ),
     "rq": ("codebook_sizes", "depth", "height", "width", "num_classes"),
+    "contextual": ("codebook_sizes", "depth", "height", "width", "num_classes"),
 }
+# the model class of each ``prior:`` kind
+PRIOR_CLASSES = {"masked": MaskedTokenTransformer, "rq": RQTransformer, "contextual": ContextualRQTransformer}
 
 
 @dataclass
@@ -58,7 +62,7 @@ class PriorOptimizerConfig:
 class SamplingConfig:
     """Settings of the sample grids (and the defaults recorded for the pipeline)."""
 
-    num_inference_steps: int = 12  # masked prior
+    num_inference_steps: int = 12  # masked prior; contextual: the draft steps (revise: 4 steps, 2 rounds)
     guidance_scale: float = 1.0  # 1: no guidance
     guidance_schedule: Literal["constant", "linear", "cosine"] = "constant"
     temperature: float = 1.0
@@ -71,7 +75,7 @@ class SamplingConfig:
 
 @dataclass
 class PriorTrainConfig:
-    prior: Literal["masked", "rq"] = "masked"
+    prior: Literal["masked", "rq", "contextual"] = "masked"
     level: int = 0  # masked prior: which code layer (0 = top) it models
     model: dict = field(default_factory=dict)
     data: PriorDataConfig = field(default_factory=PriorDataConfig)
@@ -87,8 +91,7 @@ class PriorTrainConfig:
     def __post_init__(self):
         if not self.data.codes_dir:
             raise ValueError("data.codes_dir is required (a folder written by prior/extract.py)")
-        model_class = MaskedTokenTransformer if self.prior == "masked" else RQTransformer
-        check_kwargs(model_class.__init__, self.model, "model")
+        check_kwargs(PRIOR_CLASSES[self.prior].__init__, self.model, "model")
         derived = [k for k in DERIVED[self.prior] if k in self.model]
         if derived:
             raise ValueError(f"model.{derived[0]} comes from the codes' meta.json; remove it from the config")

@@ -67,6 +67,21 @@ PLANS = {
         "sampler": {"guidance_scale": 2.0},
     },
 }
+# --prior contextual (RSQ-VAE only): the contextual (draft-and-revise) RQ-Transformer at the RQ-Transformer's size
+# and budget, 8 draft steps and 2 revise rounds of 4 groups
+CONTEXTUAL = {
+    "names": ("RSQ-VAE", "contextual RQ-Transformer"),
+    "priors": [("configs/prior/fashion_mnist_rsqvae_contextual.yaml", 500, PLANS["rsqvae"]["priors"][0][2])],
+    "sampler": {"guidance_scale": 2.0, "num_inference_steps": [8, 4]},
+}
+
+
+def plan_of(model: str, prior: str) -> dict:
+    if prior == "default":
+        return PLANS[model]
+    if model != "rsqvae":
+        raise ValueError(f"--prior {prior} models residual code stacks: it needs --model rsqvae, got {model}")
+    return {**PLANS[model], **CONTEXTUAL}
 
 
 def tokenizer_config(config: str, steps: int, out: Path, extra: list[str]):
@@ -108,6 +123,7 @@ def run(
     fid_items: int | None = None,
     tokenizer_overrides: list[str] = (),
     prior_overrides: list[str] = (),
+    prior: str = "default",
 ) -> dict:
     import torch
 
@@ -119,7 +135,7 @@ def run(
 
     if not scale > 0:
         raise ValueError(f"--scale must be > 0, got {scale}")
-    plan = PLANS[model]
+    plan = plan_of(model, prior)
     for config_file in (
         plan["tokenizer"][0],
         plan["twin"][0],
@@ -229,7 +245,13 @@ def main(argv=None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", choices=sorted(PLANS), default="sqvae2")
-    parser.add_argument("--output", default=None, help="default runs/main_<model>")
+    parser.add_argument(
+        "--prior",
+        choices=["default", "contextual"],
+        default="default",
+        help="contextual: the draft-and-revise RQ-Transformer (with --model rsqvae)",
+    )
+    parser.add_argument("--output", default=None, help="default runs/main_<model>[_contextual]")
     parser.add_argument(
         "--scale", type=float, default=1.0, help="multiplies every step budget and the FID counts"
     )
@@ -248,10 +270,12 @@ def main(argv=None) -> dict:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
-    output = Path(args.output or f"runs/main_{args.model}")
+    plan_of(args.model, args.prior)  # a bad combination fails before anything is written
+    suffix = "" if args.prior == "default" else f"_{args.prior}"
+    output = Path(args.output or f"runs/main_{args.model}{suffix}")
     metrics = run(
         args.model, output, args.scale, args.samples_per_class, args.fid_items,
-        args.tokenizer_override, args.prior_override,
+        args.tokenizer_override, args.prior_override, args.prior,
     )  # fmt: skip
     logging.shutdown()  # flush the log first: the report's path is the last line
     print(

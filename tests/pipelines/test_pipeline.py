@@ -10,7 +10,14 @@ from PIL import Image
 from pipelines import HQVAEPipeline
 from pipelines.assemble import assemble_pipeline
 from pipelines.assemble import main as assemble_main
-from prior import MaskedPriorStack, MaskedTokenScheduler, MaskedTokenTransformer, RQTransformer
+from prior import (
+    ContextualRQTransformer,
+    DraftAndReviseScheduler,
+    MaskedPriorStack,
+    MaskedTokenScheduler,
+    MaskedTokenTransformer,
+    RQTransformer,
+)
 from prior.train import main as prior_main
 from tests.conftest import ROOT
 from tokenizer import HQVAE
@@ -46,7 +53,17 @@ def rq_pipeline() -> HQVAEPipeline:
     return HQVAEPipeline(hqvae, prior.eval(), None, id2label=LABELS)
 
 
-PIPELINES = {"masked": masked_pipeline, "rq": rq_pipeline}
+def contextual_pipeline() -> HQVAEPipeline:
+    hqvae = tiny_hqvae([3], [8, 8, 8], stem_downsamples=3)  # 4x4 x 3 codes
+    torch.manual_seed(1)
+    prior = ContextualRQTransformer(
+        8, 3, 4, 4, num_classes=3, hidden_size=16, num_heads=2, spatial_layers=1, depth_layers=1
+    )
+    scheduler = DraftAndReviseScheduler(num_revisions=1, revise_steps=2)
+    return HQVAEPipeline(hqvae, prior.eval(), scheduler, id2label=LABELS)
+
+
+PIPELINES = {"masked": masked_pipeline, "rq": rq_pipeline, "contextual": contextual_pipeline}
 CALL = dict(
     class_labels=["zero", "uno", 2], num_images_per_label=2, num_inference_steps=3, guidance_scale=2.0
 )

@@ -70,6 +70,7 @@ def train(config: str, codes: Path, out: Path, *overrides: str, resume: str | No
         ("tiny_masked", "tiny_sqvae2", ["level=0"]),
         ("tiny_masked", "tiny_sqvae2", ["level=1"]),
         ("tiny_rq", "tiny_rqvae", []),
+        ("tiny_contextual", "tiny_rqvae", []),
     ],
 )
 def test_prior_training_writes_a_complete_run(tokenizer_runs, tmp_path, config, run, overrides):
@@ -89,9 +90,11 @@ def test_prior_training_writes_a_complete_run(tokenizer_runs, tmp_path, config, 
     # 0 is legitimate: a 2-step VQ tokenizer may map every image to one code per depth
     assert 0 <= result["unigram_entropy"] <= result["uniform_loss"] + 1e-9
     assert result["validation"]["loss"] > 0
-    model_class = "MaskedTokenTransformer" if config == "tiny_masked" else "RQTransformer"
+    model_class = {"tiny_masked": "MaskedTokenTransformer", "tiny_rq": "RQTransformer"}.get(
+        config, "ContextualRQTransformer"
+    )
     assert json.loads((out / "model" / "config.json").read_text())["_class_name"] == model_class
-    assert (out / "scheduler").exists() == (config == "tiny_masked")
+    assert (out / "scheduler").exists() == (config != "tiny_rq")
     meta = json.loads((out / "codes_meta.json").read_text())
     assert meta["num_classes"] == 10 and meta["prior"] == config.split("_")[1]
 

@@ -13,15 +13,18 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import main_job  # noqa: E402
 
 
-@pytest.mark.parametrize("model", ["sqvae2", "rsqvae"])
-def test_main_job_writes_a_report_and_resumes(model, idx_dataset, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize(
+    "model,prior", [("sqvae2", "default"), ("rsqvae", "default"), ("rsqvae", "contextual")]
+)
+def test_main_job_writes_a_report_and_resumes(model, prior, idx_dataset, tmp_path, monkeypatch, capsys):
     import eval.inception as inception
 
     def no_weights(path=None):
         raise FileNotFoundError("no FID Inception weights found (test)")
 
     monkeypatch.setattr(inception, "resolve_inception_weights", no_weights)
-    args = ["--model", model, "--output", str(tmp_path / "run"), "--scale", "0.0001", "--samples-per-class", "1",
+    args = ["--model", model, "--prior", prior, "--output", str(tmp_path / "run"), "--scale", "0.0001",
+            "--samples-per-class", "1",
             "--tokenizer-override", f"data.path={idx_dataset}", "--tokenizer-override", "data.validation_size=16",
             "--prior-override", "data.batch_size=8"]  # fmt: skip
     metrics = main_job.main(args)
@@ -58,6 +61,8 @@ def test_main_job_writes_a_report_and_resumes(model, idx_dataset, tmp_path, monk
 def test_a_bad_override_fails_before_anything_is_written(tmp_path):
     with pytest.raises(ValueError, match="data.image_size=30 must be a multiple of 8"):
         main_job.main(["--output", str(tmp_path / "run"), "--tokenizer-override", "data.image_size=30"])
+    with pytest.raises(ValueError, match="needs --model rsqvae"):
+        main_job.main(["--output", str(tmp_path / "run"), "--prior", "contextual"])
     assert not (tmp_path / "run").exists()
 
 

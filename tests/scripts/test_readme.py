@@ -27,6 +27,6 @@ def test_self_contained_readme_snippets_run_in_a_fresh_interpreter(tmp_path):
 def test_readme_names_the_folders_the_main_job_writes():
     text = (ROOT / "README.md").read_text()
     main_job = (ROOT / "scripts" / "main_job.py").read_text()
-    assert 'f"runs/main_{args.model}"' in main_job
+    assert 'f"runs/main_{args.model}{suffix}"' in main_job
     for path in ("runs/main_sqvae2/pipeline", "runs/main_sqvae2/tokenizer", "runs/main_sqvae2/report"):
         assert path in text, path
