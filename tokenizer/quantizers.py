@@ -11,6 +11,7 @@ Inputs are flattened to ``(N, d)`` rows; callers reshape.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -666,8 +667,8 @@ class ResidualQuantizer(nn.Module):
     def variances(self) -> torch.Tensor:
         """s_l^2 per layer (SQ); zeros for the other kinds."""
         if not self.stochastic:
-            device = next(self.layers[0].parameters(), torch.empty(0)).device
-            return torch.zeros(len(self.layers), device=device)
+            tensors = itertools.chain(self.parameters(), self.buffers())  # FSQ may have buffers only
+            return torch.zeros(len(self.layers), device=next(tensors, torch.empty(0)).device)
         return torch.stack([layer.variance for layer in self.layers])
 
     def forward(
