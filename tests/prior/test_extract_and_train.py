@@ -145,7 +145,7 @@ def test_every_prior_config_parses(path):
     from tokenizer.config import load_config
 
     config = load_config(PriorTrainConfig, path, ["data.codes_dir=unused"])
-    assert config.prior in ("masked", "rq") and config.optimizer.max_steps >= 1
+    assert config.prior in ("masked", "rq", "contextual") and config.optimizer.max_steps >= 1
 
 
 def test_the_saved_sampling_scheduler_uses_the_priors_own_masking_schedule(tokenizer_runs, tmp_path):
