@@ -243,11 +243,16 @@ def sample_draft_and_revise(
         context = model.context(run_codes, run_mask, torch.cat([labels, null]) if doubled else labels)
         runs = context.shape[0]
         rows = context.reshape(runs * num_tokens, -1)
+        # the depth transformer runs on the masked positions only (rows are independent); the other rows'
+        # logits stay 0 and their draws are discarded, so every image still consumes its generator alike
+        active = masked.repeat(runs // batch, 1).reshape(-1).nonzero().squeeze(1)
         sampled = torch.zeros(batch, num_tokens, depth, dtype=torch.long, device=device)
         confidence = torch.zeros(batch, num_tokens, device=device)
         for d in range(depth):
             known = sampled[..., :d].repeat(runs // batch, 1, 1).reshape(runs * num_tokens, d)
-            logits = model.depth_logits(rows, known).float().reshape(runs, num_tokens, -1)
+            logits = rows.new_zeros(runs * num_tokens, model.sizes[d], dtype=torch.float32)
+            logits[active] = model.depth_logits(rows[active], known[active]).float()
+            logits = logits.reshape(runs, num_tokens, -1)
             logits = mix_guidance(logits, batch, scale) if doubled else logits
             sampled[..., d], log_probs = sample_logits(
                 logits, temperatures[d], top_ks[d], top_ps[d], generator
