@@ -36,7 +36,7 @@ from diffusers.utils import BaseOutput
 from torch import nn
 
 from prior.masked import check_class_labels, training_class_labels
-from prior.rq_transformer import _llama
+from prior.rq_transformer import ResidualStackPrior
 from prior.scheduler import MASKING_SCHEDULES
 
 
@@ -91,7 +91,7 @@ class DraftAndReviseScheduler(SchedulerMixin, ConfigMixin):
         return int(num_inference_steps[0]), int(num_inference_steps[1])
 
 
-class ContextualRQTransformer(ModelMixin, ConfigMixin):
+class ContextualRQTransformer(ResidualStackPrior, ModelMixin, ConfigMixin):
     """Class-conditional contextual RQ-Transformer (bidirectional over positions, causal over depths).
 
     Args:
@@ -121,28 +121,13 @@ class ContextualRQTransformer(ModelMixin, ConfigMixin):
         super().__init__()
         from transformers import BertConfig, BertModel
 
-        sizes = [codebook_sizes] * depth if isinstance(codebook_sizes, int) else list(codebook_sizes)
-        if depth < 1 or len(sizes) != depth or min(sizes) < 2:
-            raise ValueError(f"need depth >= 1 and one codebook size >= 2 per depth, got {depth}, {sizes}")
-        if height < 1 or width < 1 or num_classes < 0:
-            raise ValueError(
-                f"need height, width >= 1 and num_classes >= 0, got {height}x{width}, {num_classes}"
-            )
-        if hidden_size % num_heads:
-            raise ValueError(f"hidden_size {hidden_size} must be a multiple of num_heads {num_heads}")
         if masking_schedule not in MASKING_SCHEDULES:
             raise ValueError(f"masking_schedule must be one of {MASKING_SCHEDULES}, got {masking_schedule!r}")
-        self.sizes = sizes
-        self.num_tokens = height * width
-        self.null_class = num_classes
+        self._build_stack(codebook_sizes, depth, height, width, num_classes, hidden_size, num_heads, depth_layers,
+                          intermediate_size, dropout)  # fmt: skip
         intermediate = intermediate_size or 4 * hidden_size
-        self.register_buffer("offsets", torch.tensor([0, *sizes[:-1]]).cumsum(0), persistent=False)
-        self.code_embedding = nn.Embedding(sum(sizes), hidden_size)
         self.mask_embedding = nn.Parameter(torch.zeros(hidden_size))
         nn.init.normal_(self.mask_embedding, std=0.02)
-        self.class_embedding = nn.Embedding(num_classes + 1, hidden_size)
-        self.depth_position = nn.Parameter(torch.zeros(depth, hidden_size))
-        nn.init.normal_(self.depth_position, std=0.02)
         bert = BertConfig(
             vocab_size=1,
             hidden_size=hidden_size,
@@ -157,35 +142,10 @@ class ContextualRQTransformer(ModelMixin, ConfigMixin):
             attn_implementation="sdpa",
         )
         self.spatial = BertModel(bert, add_pooling_layer=False)
-        self.spatial.embeddings.word_embeddings = (
-            None  # inputs come as embeddings; an unused table breaks DDP
-        )
-        self.embedding_dropout = nn.Dropout(dropout)
-        self.depth_transformer = _llama(hidden_size, depth_layers, num_heads, intermediate, depth, dropout)
-        self.heads = nn.ModuleList(nn.Linear(hidden_size, k) for k in sizes)
+        # inputs come as embeddings; an unused table would break DDP
+        self.spatial.embeddings.word_embeddings = None
 
-    @property
-    def num_classes(self) -> int:
-        return self.config.num_classes
-
-    # -- pieces shared by training and sampling ----------------------------------------------------------------
-    def check_codes(self, codes: torch.Tensor) -> None:
-        cfg = self.config
-        if codes.ndim != 4 or tuple(codes.shape[1:]) != (cfg.height, cfg.width, cfg.depth):
-            raise ValueError(
-                f"codes must be (B, {cfg.height}, {cfg.width}, {cfg.depth}), got {tuple(codes.shape)}"
-            )
-        for d in range(cfg.depth):
-            layer = codes[..., d]
-            if layer.numel() and (int(layer.min()) < 0 or int(layer.max()) >= self.sizes[d]):
-                raise ValueError(
-                    f"codes of depth {d} must lie in [0, {self.sizes[d]}), got [{int(layer.min())}, {int(layer.max())}]"
-                )
-
-    def embed_codes(self, codes: torch.Tensor) -> torch.Tensor:
-        """(..., D') codes of the first D' depths -> (..., D', d)."""
-        return self.code_embedding(codes.long() + self.offsets[: codes.shape[-1]])
-
+    # -- pieces of training and sampling (check_codes, embed_codes: ResidualStackPrior) ------------------------
     def context(self, flat: torch.Tensor, mask: torch.Tensor, class_labels: torch.Tensor) -> torch.Tensor:
         """h (B, N, d): the bidirectional context of every position; ``flat`` (B, N, D), ``mask`` (B, N)."""
         x = self.embed_codes(flat).sum(-2)

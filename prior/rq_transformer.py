@@ -62,7 +62,62 @@ def _llama(
     return model
 
 
-class RQTransformer(ModelMixin, ConfigMixin):
+class ResidualStackPrior:
+    """What the RQ-Transformer and the contextual RQ-Transformer share: per-depth code embeddings (offsets into
+    one table), the class embedding with its null class, the causal depth transformer with a head per depth,
+    and the checks on (B, h, w, D) code stacks."""
+
+    def _build_stack(self, codebook_sizes, depth, height, width, num_classes, hidden_size, num_heads,
+                     depth_layers, intermediate_size, dropout) -> None:  # fmt: skip
+        sizes = [codebook_sizes] * depth if isinstance(codebook_sizes, int) else list(codebook_sizes)
+        if depth < 1 or len(sizes) != depth or min(sizes) < 2:
+            raise ValueError(
+                f"need depth >= 1 and one codebook size >= 2 per depth, got depth={depth}, sizes={sizes}"
+            )
+        if height < 1 or width < 1 or num_classes < 0:
+            raise ValueError(
+                f"need height, width >= 1 and num_classes >= 0, got {height}x{width}, {num_classes}"
+            )
+        if hidden_size % num_heads:
+            raise ValueError(f"hidden_size {hidden_size} must be a multiple of num_heads {num_heads}")
+        self.sizes = sizes
+        self.num_tokens = height * width
+        self.null_class = num_classes
+        intermediate = intermediate_size or 4 * hidden_size
+        self.register_buffer("offsets", torch.tensor([0, *sizes[:-1]]).cumsum(0), persistent=False)
+        self.code_embedding = nn.Embedding(sum(sizes), hidden_size)
+        self.class_embedding = nn.Embedding(num_classes + 1, hidden_size)
+        self.depth_position = nn.Parameter(torch.zeros(depth, hidden_size))
+        nn.init.normal_(self.depth_position, std=0.02)
+        self.embedding_dropout = nn.Dropout(dropout)
+        self.depth_transformer = _llama(hidden_size, depth_layers, num_heads, intermediate, depth, dropout)
+        self.heads = nn.ModuleList(nn.Linear(hidden_size, k) for k in sizes)
+
+    @property
+    def num_classes(self) -> int:
+        return self.config.num_classes
+
+    def check_codes(self, codes: torch.Tensor, depths: int | None = None) -> None:
+        cfg = self.config
+        depths = cfg.depth if depths is None else depths
+        if codes.ndim != 4 or tuple(codes.shape[1:]) != (cfg.height, cfg.width, depths):
+            raise ValueError(
+                f"codes must be (B, {cfg.height}, {cfg.width}, {depths}), got {tuple(codes.shape)}"
+            )
+        for d in range(depths):
+            layer = codes[..., d]
+            if layer.numel() and (int(layer.min()) < 0 or int(layer.max()) >= self.sizes[d]):
+                raise ValueError(
+                    f"codes of depth {d} must lie in [0, {self.sizes[d]}), got range "
+                    f"[{int(layer.min())}, {int(layer.max())}]"
+                )
+
+    def embed_codes(self, codes: torch.Tensor) -> torch.Tensor:
+        """(..., D') codes of the first D' depths -> (..., D', d) embeddings e_d(S_d)."""
+        return self.code_embedding(codes.long() + self.offsets[: codes.shape[-1]])
+
+
+class RQTransformer(ResidualStackPrior, ModelMixin, ConfigMixin):
     """Class-conditional RQ-Transformer.
 
     Args:
@@ -91,32 +146,12 @@ class RQTransformer(ModelMixin, ConfigMixin):
         class_dropout: float = 0.1,
     ):
         super().__init__()
-        sizes = [codebook_sizes] * depth if isinstance(codebook_sizes, int) else list(codebook_sizes)
-        if depth < 1 or len(sizes) != depth or min(sizes) < 2:
-            raise ValueError(
-                f"need depth >= 1 and one codebook size >= 2 per depth, got depth={depth}, sizes={sizes}"
-            )
-        if height < 1 or width < 1 or num_classes < 0:
-            raise ValueError(
-                f"need height, width >= 1 and num_classes >= 0, got {height}x{width}, {num_classes}"
-            )
-        if hidden_size % num_heads:
-            raise ValueError(f"hidden_size {hidden_size} must be a multiple of num_heads {num_heads}")
-        self.sizes = sizes
-        self.num_tokens = height * width
-        self.null_class = num_classes
-        intermediate = intermediate_size or 4 * hidden_size
-        self.register_buffer("offsets", torch.tensor([0, *sizes[:-1]]).cumsum(0), persistent=False)
-        self.code_embedding = nn.Embedding(sum(sizes), hidden_size)
-        self.class_embedding = nn.Embedding(num_classes + 1, hidden_size)
+        self._build_stack(codebook_sizes, depth, height, width, num_classes, hidden_size, num_heads, depth_layers,
+                          intermediate_size, dropout)  # fmt: skip
         self.spatial_position = nn.Parameter(torch.zeros(self.num_tokens, hidden_size))
-        self.depth_position = nn.Parameter(torch.zeros(depth, hidden_size))
         nn.init.normal_(self.spatial_position, std=0.02)
-        nn.init.normal_(self.depth_position, std=0.02)
-        self.embedding_dropout = nn.Dropout(dropout)
+        intermediate = intermediate_size or 4 * hidden_size
         self.spatial = _llama(hidden_size, spatial_layers, num_heads, intermediate, self.num_tokens, dropout)
-        self.depth_transformer = _llama(hidden_size, depth_layers, num_heads, intermediate, depth, dropout)
-        self.heads = nn.ModuleList(nn.Linear(hidden_size, k) for k in sizes)
 
     def enable_gradient_checkpointing(self) -> None:
         for stack in (self.spatial, self.depth_transformer):
@@ -127,26 +162,6 @@ class RQTransformer(ModelMixin, ConfigMixin):
             stack.gradient_checkpointing_disable()
 
     # -- pieces shared by training and sampling ----------------------------------------------------------------
-    def check_codes(self, codes: torch.Tensor, depths: int | None = None) -> None:
-        cfg = self.config
-        depths = cfg.depth if depths is None else depths
-        if codes.ndim != 4 or tuple(codes.shape[1:]) != (cfg.height, cfg.width, depths):
-            raise ValueError(
-                f"codes must be (B, {cfg.height}, {cfg.width}, {depths}), got {tuple(codes.shape)}"
-            )
-        for d in range(depths):
-            layer = codes[..., d]
-            if layer.numel() and (int(layer.min()) < 0 or int(layer.max()) >= self.sizes[d]):
-                raise ValueError(
-                    f"codes of depth {d} must lie in [0, {self.sizes[d]}), got range "
-                    f"[{int(layer.min())}, {int(layer.max())}]"
-                )
-
-    def embed_codes(self, codes: torch.Tensor) -> torch.Tensor:
-        """(..., D') codes of the first D' depths -> (..., D', d) embeddings e_d(S_d)."""
-        depths = codes.shape[-1]
-        return self.code_embedding(codes.long() + self.offsets[:depths])
-
     def start_tokens(self, class_labels: torch.Tensor) -> torch.Tensor:
         """u_0: the class (start) embedding + p_0, (B, 1, d)."""
         return self.class_embedding(class_labels.long())[:, None] + self.spatial_position[:1]
@@ -163,10 +178,6 @@ class RQTransformer(ModelMixin, ConfigMixin):
             parts.append(self.embed_codes(codes).cumsum(-2))
         x = torch.cat(parts, dim=-2)
         return x + self.depth_position[: x.shape[-2]]
-
-    @property
-    def num_classes(self) -> int:
-        return self.config.num_classes
 
     def training_batch(self, codes: list[torch.Tensor], class_labels, generator=None) -> dict:
         """``forward``'s keyword arguments for one training batch of every level's codes: the stacked residual

@@ -133,6 +133,15 @@ def _per_depth(value, depth: int, name: str) -> list:
     return [value] * depth
 
 
+def depth_settings(temperature, top_k, top_p, depth: int) -> tuple[list, list, list]:
+    """Temperature, top-k and top-p for each of ``depth`` depths (one value or one per depth), checked."""
+    values = (_per_depth(temperature, depth, "temperature"), _per_depth(top_k, depth, "top_k"),
+              _per_depth(top_p, depth, "top_p"))  # fmt: skip
+    for settings in zip(*values):
+        check_sampling_arguments(*settings)
+    return values
+
+
 @torch.no_grad()
 def sample_rq(
     model: RQTransformer,
@@ -157,11 +166,7 @@ def sample_rq(
     depth = cfg.depth
     device = model.device
     check_guidance(guidance_scale, cfg.num_classes)
-    temperatures = _per_depth(temperature, depth, "temperature")
-    top_ks = _per_depth(top_k, depth, "top_k")
-    top_ps = _per_depth(top_p, depth, "top_p")
-    for values in zip(temperatures, top_ks, top_ps):
-        check_sampling_arguments(*values)
+    temperatures, top_ks, top_ps = depth_settings(temperature, top_k, top_p, depth)
     labels = _labels(model, class_labels, batch_size, device)
     batch = labels.shape[0]
     doubled = guidance_scale != 1.0
@@ -226,11 +231,7 @@ def sample_draft_and_revise(
     cfg = model.config
     depth, device, num_tokens = cfg.depth, model.device, model.num_tokens
     check_guidance(guidance_scale, cfg.num_classes)
-    temperatures = _per_depth(temperature, depth, "temperature")
-    top_ks = _per_depth(top_k, depth, "top_k")
-    top_ps = _per_depth(top_p, depth, "top_p")
-    for values in zip(temperatures, top_ks, top_ps):
-        check_sampling_arguments(*values)
+    temperatures, top_ks, top_ps = depth_settings(temperature, top_k, top_p, depth)
     labels = _labels(model, class_labels, batch_size, device)
     batch = labels.shape[0]
     null = torch.full_like(labels, model.null_class)

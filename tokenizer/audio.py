@@ -250,14 +250,9 @@ class AudioRecords(LogMelSpectrograms):
 
         from datasets import Audio
 
-        if audio_column not in hf_dataset.column_names:
-            raise ValueError(
-                f"audio_column {audio_column!r} not in the dataset's columns {hf_dataset.column_names}"
-            )
-        if label_column is not None and label_column not in hf_dataset.column_names:
-            raise ValueError(
-                f"label_column {label_column!r} not in the dataset's columns {hf_dataset.column_names}"
-            )
+        from tokenizer.data import check_columns
+
+        check_columns(hf_dataset, audio_column=audio_column, label_column=label_column)
         records = hf_dataset.cast_column(audio_column, Audio(decode=False))
         feature = hf_dataset.features.get(label_column) if label_column else None
         self.label_names = list(getattr(feature, "names", None) or []) or None

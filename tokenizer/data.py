@@ -240,6 +240,13 @@ class FashionMNIST(Dataset):
 BAD_IMAGE_ERRORS = (OSError, ValueError, SyntaxError)  # what PIL raises on corrupt or truncated files
 
 
+def check_columns(hf_dataset, **columns: str | None) -> None:
+    """Each named column (e.g. ``image_column="image"``; None = not used) must be in the dataset."""
+    for name, column in columns.items():
+        if column is not None and column not in hf_dataset.column_names:
+            raise ValueError(f"{name} {column!r} not in the dataset's columns {hf_dataset.column_names}")
+
+
 def load_hf_split(source: str, path: str, split: str):
     """One split of a hub dataset, an image folder, parquet files or a ``save_to_disk`` folder."""
     import datasets
@@ -319,14 +326,7 @@ class ImageDataset(Dataset):
     ):
         import datasets
 
-        if image_column not in hf_dataset.column_names:
-            raise ValueError(
-                f"image_column {image_column!r} not in the dataset's columns {hf_dataset.column_names}"
-            )
-        if label_column is not None and label_column not in hf_dataset.column_names:
-            raise ValueError(
-                f"label_column {label_column!r} not in the dataset's columns {hf_dataset.column_names}"
-            )
+        check_columns(hf_dataset, image_column=image_column, label_column=label_column)
         if on_bad_image not in ("skip", "raise"):
             raise ValueError(f"on_bad_image must be 'skip' or 'raise', got {on_bad_image!r}")
         self.data = hf_dataset.cast_column(image_column, datasets.Image(decode=False))
