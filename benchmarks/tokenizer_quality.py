@@ -132,9 +132,10 @@ def run_one(
     common: dict | None = None,
     final_temperature: float = 0.3,
     probe: bool = False,
+    optimizer: dict | None = None,
 ) -> dict:
     """One variant at one seed on Fashion-MNIST; returns its row. ``common``: model arguments given to every
-    variant alike (e.g. ``codebook_init``), SQ and VQ."""
+    variant alike (e.g. ``codebook_init``), SQ and VQ; ``optimizer``: ``optimizer:`` settings for all alike."""
     model = {**ARCH, **(common or {}), **VARIANTS[name]}
     if model.get("quantizer") == "sq":
         model.update({k: v for k, v in sq_overrides.items() if k not in VARIANTS[name]})
@@ -143,7 +144,7 @@ def run_one(
         "variant": name,
         "seed": seed,
         "model": model,
-        **train_or_read(model, data, steps, seed, run_dir, final_temperature, probe=probe),
+        **train_or_read(model, data, steps, seed, run_dir, final_temperature, optimizer, probe),
     }
 
 
@@ -158,6 +159,7 @@ def run(
     common: dict | None = None,
     final_temperature: float = 0.3,
     probe: bool = False,
+    optimizer: dict | None = None,
 ) -> list[dict]:
     """Every variant at every seed (seed-major, so a partial sweep already covers all variants once)."""
     rows = []
@@ -176,6 +178,7 @@ def run(
                     common,
                     final_temperature,
                     probe,
+                    optimizer,
                 )
             )
             (out_root / "results.json").write_text(json.dumps(rows, indent=2))
@@ -213,10 +216,10 @@ def summary_markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def to_markdown(rows: list[dict], steps: int) -> str:
+def to_markdown(rows: list[dict], steps: int, betas: tuple[float, float] = (0.9, 0.9)) -> str:
     seeds = sorted({r["seed"] for r in rows})
     lines = [
-        f"Fashion-MNIST 32x32, batch 32, {steps} steps, Adam lr 1e-3 (0.9, 0.9), test split (10,000 images), "
+        f"Fashion-MNIST 32x32, batch 32, {steps} steps, Adam lr 1e-3 {tuple(betas)}, test split (10,000 images), "
         f"deterministic quantization at test; seeds {', '.join(map(str, seeds))}.",
         "",
         "Over seeds (mean ± sample standard deviation):",
@@ -270,6 +273,13 @@ def main(argv=None):
         help="SQ with data codebook init: calibrate s^2 so the first batch's posterior entropy is this x log K",
     )
     parser.add_argument("--probe", action="store_true", help="linear-probe accuracy of each run's codes")
+    parser.add_argument(
+        "--betas",
+        type=float,
+        nargs=2,
+        default=(0.9, 0.9),
+        help="Adam betas of every variant (the trainer's default (0.9, 0.9), appendix F; torch's (0.9, 0.999))",
+    )
     parser.add_argument("--output", type=Path, default=None)
     parser.add_argument("--validation-size", type=int, default=5000, help="training images held out")
     parser.add_argument(
@@ -280,6 +290,8 @@ def main(argv=None):
     if args.init_entropy_fraction is not None:
         sq_overrides["init_entropy_fraction"] = args.init_entropy_fraction
     suffix = "" if args.codebook_init == "random" else f"_{args.codebook_init}_init"
+    if tuple(args.betas) != (0.9, 0.9):
+        suffix += f"_betas{args.betas[0]:g}_{args.betas[1]:g}"
     out_root = args.output or Path("runs/benchmarks") / f"tokenizer_quality_{args.steps}{suffix}"
     out_root.mkdir(parents=True, exist_ok=True)
     rows = run(
@@ -293,8 +305,9 @@ def main(argv=None):
         {"codebook_init": args.codebook_init},
         args.final_temperature,
         args.probe,
+        {"betas": tuple(args.betas)},
     )
-    table = to_markdown(rows, args.steps)
+    table = to_markdown(rows, args.steps, args.betas)
     (out_root / "results.md").write_text(table)
     print(table)
 

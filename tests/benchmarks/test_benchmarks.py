@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 ROOT = Path(__file__).parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -13,6 +14,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import photo_patches  # noqa: E402
 import prior_sampling  # noqa: E402
 import sq_regime  # noqa: E402
+import sqvae_oracle  # noqa: E402
 import tokenizer_quality  # noqa: E402
 import training_speed  # noqa: E402
 
@@ -48,6 +50,31 @@ def test_tokenizer_quality_summarises_seeds_and_reads_finished_runs_back(idx_dat
     rows = tokenizer_quality.run(["vqvae2"], 2, {}, [1], tmp_path, str(idx_dataset), 16)
     assert (tmp_path / "vqvae2_seed1" / "metrics.json").stat().st_mtime_ns == first  # not retrained
     assert rows[0]["seed"] == 1 and rows[0]["rmse"] > 0
+
+
+def test_tokenizer_quality_gives_every_variant_the_same_adam_betas(idx_dataset, tmp_path):
+    args = [
+        "--steps",
+        "1",
+        "--variants",
+        "sqvae2",
+        "vqvae2",
+        "--betas",
+        "0.9",
+        "0.999",
+        "--output",
+        str(tmp_path),
+    ]
+    tokenizer_quality.main(args + ["--data-path", str(idx_dataset), "--validation-size", "16"])
+    for variant in ("sqvae2", "vqvae2"):
+        config = yaml.safe_load((tmp_path / variant / "config.yaml").read_text())
+        assert config["optimizer"]["betas"] == [0.9, 0.999]
+    assert "Adam lr 1e-3 (0.9, 0.999)" in (tmp_path / "results.md").read_text()
+
+
+def test_sqvae_oracle_names_a_source_that_is_not_the_reference(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no vision/model.py"):
+        sqvae_oracle.main(["--sqvae-source", str(tmp_path), "--steps", "1"])
 
 
 def test_training_speed_runs_and_writes_its_table(tmp_path, capsys):
