@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 
 from eval.inception import FEATURES, LOGITS, InceptionFeatures, cache_dir, resolve_inception_weights
 from pipelines.sample import generate_shards, to_uint8
-from tokenizer.console import progress_bar
+from tokenizer.console import check_counts, progress_bar
 from tokenizer.data import dataset_split, load_data_config
 
 logger = logging.getLogger("eval.fid")
@@ -380,12 +380,9 @@ def parse_args(argv=None):
     data = sub.add_parser("data", parents=[common], help="sanity checks: split halves, or noise")
     data.add_argument("--data-config", required=True)
     data.add_argument("--against", choices=["halves", "noise"], default="halves")
-    data.add_argument("--channels", type=int, default=1)
+    data.add_argument("--channels", type=int, choices=[1, 3], default=1)
     args = parser.parse_args(argv)
-    for name in ("max_reference", "batch_size", "pr_items", "num_samples", "shard_size"):
-        value = getattr(args, name, None)
-        if value is not None and value < 1:
-            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    check_counts(parser, args, dict.fromkeys(("max_reference", "batch_size", "pr_items", "num_samples", "shard_size"), 1))
     for name in ("num_inference_steps", "guidance_scale"):
         value = getattr(args, name, None)
         if isinstance(value, list) and len(value) == 1:

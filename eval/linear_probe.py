@@ -20,6 +20,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Subset
 
+from tokenizer.console import check_counts
+
 logger = logging.getLogger("eval.linear_probe")
 
 
@@ -81,8 +83,8 @@ def linear_probe(
     from tokenizer.model import HQVAE
     from tokenizer.runs import tokenizer_and_data
 
-    if train_items < 2:
-        raise ValueError(f"--train-items must be >= 2, got {train_items}")
+    if train_items < 2 or epochs < 1:
+        raise ValueError(f"need --train-items >= 2 and --epochs >= 1, got {train_items}, {epochs}")
     model_dir, data = tokenizer_and_data(tokenizer, weights)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = HQVAE.from_pretrained(model_dir).to(device).eval()
@@ -128,6 +130,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default=None, help="JSON file to write")
     args = parser.parse_args(argv)
+    check_counts(parser, args, dict(test_items=1, epochs=1))
     result = linear_probe(
         args.tokenizer, args.train_items, args.test_items, args.weights, args.epochs, args.seed
     )

@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from tokenizer.console import check_counts
+
 logger = logging.getLogger("eval.reconstruction")
 
 
@@ -82,6 +84,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--vgg16-path", default=None)
     parser.add_argument("--output", default=None, help="JSON file to write")
     args = parser.parse_args(argv)
+    check_counts(parser, args, dict(batch_size=1, max_images=1))
     result = evaluate_tokenizer(
         args.tokenizer, args.split, args.weights, args.data_config, args.batch_size, args.max_images,
         not args.no_lpips, args.vgg16_path,

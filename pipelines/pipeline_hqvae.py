@@ -141,6 +141,8 @@ class HQVAEPipeline(DiffusionPipeline):
             return None
         if isinstance(class_labels, (int, str)) or torch.is_tensor(class_labels) and class_labels.ndim == 0:
             class_labels = [class_labels]
+        if len(class_labels) == 0:
+            raise ValueError("class_labels is empty: give at least one class id or name")
         ids = []
         for label in class_labels:
             label = label.item() if torch.is_tensor(label) else label
@@ -156,12 +158,16 @@ class HQVAEPipeline(DiffusionPipeline):
 
     # -- sampling --------------------------------------------------------------------------------------------
     def _generators(self, generator, total: int) -> list[torch.Generator]:
+        given = list(generator) if isinstance(generator, (list, tuple)) else [generator]
+        bad = [g for g in given if not isinstance(g, torch.Generator) and (g is not None or len(given) > 1)]
+        if bad:
+            raise ValueError(f"generator must be a torch.Generator, a list of them or None, got {bad[0]!r}")
         if isinstance(generator, (list, tuple)):
             if len(generator) != total:
                 raise ValueError(
                     f"got {len(generator)} generators for {total} images (one per image expected)"
                 )
-            return list(generator)
+            return given
         device = generator.device if generator is not None else "cpu"  # CUDA generators draw on CUDA
         seeds = torch.randint(0, 2**62, (total,), generator=generator, device=device).cpu()
         return [torch.Generator().manual_seed(int(s)) for s in seeds]

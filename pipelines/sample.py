@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tokenizer.console import progress_bar
+from tokenizer.console import check_counts, progress_bar
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
@@ -110,6 +110,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    check_counts(parser, args, dict(per_label=1, batch_size=1, num_levels=1))
     pipe = HQVAEPipeline.from_pretrained(args.pipeline)
     if torch.cuda.is_available():
         pipe.to("cuda")

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from prior.codes import META_FORMAT, META_VERSION, code_dtype, shard_path, write_shard
 from tokenizer.config import to_dict
-from tokenizer.console import progress_bar
+from tokenizer.console import check_counts, progress_bar
 from tokenizer.data import SPLITS, DataConfig, build_datasets, collate_images
 from tokenizer.model import HQVAE
 from tokenizer.runs import tokenizer_and_data
@@ -194,7 +194,9 @@ def parse_args(argv=None):
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--max-items", type=int, default=None, help="encode only the first N items per split")
     parser.add_argument("--num-workers", type=int, default=0)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    check_counts(parser, args, dict(shard_size=1, batch_size=1, max_items=1, num_workers=0))
+    return args
 
 
 def main(argv=None) -> dict:

@@ -12,7 +12,7 @@ from typing import Literal
 from prior.contextual import ContextualRQTransformer
 from prior.masked import MaskedTokenTransformer
 from prior.rq_transformer import RQTransformer
-from tokenizer.config import check_kwargs, check_positive
+from tokenizer.config import TRAINING_BOUNDS, check_bounds, check_kwargs, check_positive
 from tokenizer.trainer import LoggingConfig
 
 # constructor arguments filled in from the codes' meta.json (not to be set in ``model:``)
@@ -98,5 +98,9 @@ class PriorTrainConfig:
         check_positive(self, ["optimizer.max_steps", "optimizer.gradient_accumulation_steps", "data.batch_size",
                               "data.eval_batch_size", "logging.log_every", "logging.validate_every",
                               "logging.checkpoint_every", "sampling.num_inference_steps"])  # fmt: skip
-        if self.optimizer.warmup_steps < 0:
-            raise ValueError(f"optimizer.warmup_steps must be >= 0, got {self.optimizer.warmup_steps}")
+        check_bounds(self, {**TRAINING_BOUNDS, "optimizer.warmup_steps": ">= 0", "optimizer.weight_decay": ">= 0",
+                            "optimizer.min_learning_rate_ratio": ">= 0, <= 1", "level": ">= 0",
+                            "sampling.guidance_scale": ">= 0", "sampling.temperature": "> 0",
+                            "sampling.choice_temperature": ">= 0", "sampling.top_k": ">= 1",
+                            "sampling.top_p": "> 0, <= 1", "sampling.samples_per_class": ">= 1",
+                            "sampling.max_classes": ">= 1"})  # fmt: skip

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import inspect
+import operator
 import re
 import types
 import typing
@@ -55,6 +56,10 @@ def _convert(value: Any, tp, path: str):
         if not isinstance(value, (list, tuple)):
             raise ValueError(f"{path}: expected a list, got {type(value).__name__} {value!r}")
         args = get_args(tp)
+        if origin is tuple and args and args[-1] is not Ellipsis:  # tuple[float, float]: exactly that many
+            if len(value) != len(args):
+                raise ValueError(f"{path}: expected {len(args)} values, got {len(value)}: {list(value)!r}")
+            return tuple(_convert(v, t, f"{path}[{i}]") for i, (v, t) in enumerate(zip(value, args)))
         item_type = args[0] if args else Any
         items = [_convert(v, item_type, f"{path}[{i}]") for i, v in enumerate(value)]
         return items if origin is list else tuple(items)
@@ -121,8 +126,11 @@ def read_yaml(path: str | Path) -> dict:
         raise FileNotFoundError(f"config file not found: {path}")
     try:
         data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ValueError(f"{path}: not valid YAML: {error}") from None
+    except yaml.YAMLError as error:  # one line: the problem and where (PyYAML's message spans several)
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ValueError(f"{path}: not valid YAML{where}: {problem}") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: the top level must be a mapping")
     return data
@@ -166,11 +174,38 @@ def check_kwargs(callable_, kwargs: dict, path: str) -> None:
                 kwargs[key] = _convert(value, hints[key], f"{path}.{key}")
 
 
-def check_positive(config, paths: list[str]) -> None:
-    """Fails naming the first dotted field of ``config`` (e.g. ``optimizer.max_steps``) that is below 1."""
-    for path in paths:
+_COMPARISONS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
+
+
+def check_bounds(config, rules: dict[str, str]) -> None:
+    """Fails naming the first dotted field of ``config`` outside its bounds, e.g. ``{"optimizer.ema_decay":
+    ">= 0, < 1"}`` -> ``optimizer.ema_decay must be >= 0 and < 1, got 1.5``. ``None`` (an optional setting left
+    off) passes; a tuple (Adam betas) is checked element-wise and named ``path[i]``."""
+    for path, rule in rules.items():
         value = config
         for part in path.split("."):
             value = getattr(value, part)
-        if value < 1:
-            raise ValueError(f"{path} must be >= 1, got {value}")
+        if value is None:
+            continue
+        bounds = [(op, float(limit)) for op, limit in (b.split() for b in rule.split(","))]
+        items = enumerate(value) if isinstance(value, (list, tuple)) else [(None, value)]
+        for index, item in items:
+            if not all(_COMPARISONS[op](item, limit) for op, limit in bounds):
+                name = path if index is None else f"{path}[{index}]"
+                wanted = " and ".join(f"{op} {limit:g}" for op, limit in bounds)
+                raise ValueError(f"{name} must be {wanted}, got {item}")
+
+
+# Settings both training schemas (tokenizer and prior) share, with their valid ranges (``check_bounds``).
+TRAINING_BOUNDS = {
+    "optimizer.learning_rate": "> 0",
+    "optimizer.betas": ">= 0, < 1",
+    "optimizer.ema_decay": ">= 0, < 1",
+    "optimizer.grad_clip_norm": "> 0",
+    "seed": ">= 0",  # numpy's seed range starts at 0
+}
+
+
+def check_positive(config, paths: list[str]) -> None:
+    """Fails naming the first dotted field of ``config`` (e.g. ``optimizer.max_steps``) that is below 1."""
+    check_bounds(config, dict.fromkeys(paths, ">= 1"))

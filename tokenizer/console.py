@@ -17,10 +17,9 @@ logger = logging.getLogger("hqvae")
 # keeps its traceback.
 USER_ERRORS = (
     ValueError,
-    FileNotFoundError,
-    NotADirectoryError,
-    FileExistsError,
-    PermissionError,
+    # missing / unreadable files and folders, full disks, and diffusers' "Unable to load weights from checkpoint
+    # file for <path>" (a corrupt safetensors file): every one names the file
+    OSError,
     FloatingPointError,  # a diverged run: the message names the step and the non-finite term
 )
 TRACEBACK_ENV = "HQVAE_TRACEBACK"
@@ -59,6 +58,15 @@ def _stderr_is_terminal() -> bool:
         return sys.stderr.isatty()
     except (AttributeError, ValueError):
         return False
+
+
+def check_counts(parser, args, minimum: dict[str, int]) -> None:
+    """argparse's error (exit 2, naming the flag) for every count below its minimum, e.g.
+    ``{"batch_size": 1, "num_workers": 0}`` -> ``--batch-size must be >= 1, got 0``; absent or None flags pass."""
+    for name, low in minimum.items():
+        value = getattr(args, name, None)
+        if value is not None and value < low:
+            parser.error(f"--{name.replace('_', '-')} must be >= {low}, got {value}")
 
 
 def run_cli(main: Callable[..., object], argv=None) -> None:

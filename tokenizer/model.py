@@ -183,6 +183,20 @@ class HQVAE(ModelMixin, ConfigMixin):
             residual_objective,
             decoder_variance,
         )
+        sizes = dict(hidden_channels=(hidden_channels, 1), embedding_dim=(embedding_dim, 1),
+                     num_res_blocks=(num_res_blocks, 0), num_stem_downsamples=(num_stem_downsamples, 0),
+                     pq_groups=(pq_groups, 1))  # fmt: skip
+        for name, (value, low) in sizes.items():
+            if value < low:
+                raise ValueError(f"{name} must be >= {low}, got {value}")
+        weights = dict(commitment_cost=commitment_cost, dead_code_threshold=dead_code_threshold,
+                       lfq_entropy_weight=lfq_entropy_weight, gumbel_kl_weight=gumbel_kl_weight)  # fmt: skip
+        for name, value in weights.items():
+            if value < 0:
+                raise ValueError(f"{name} must be >= 0, got {value}")
+        for name, value in dict(mid_ratio=mid_ratio, codebook_init_std=codebook_init_std).items():
+            if not value > 0:
+                raise ValueError(f"{name} must be > 0, got {value}")
         if progressive_coding and len(layers_per_resolution) == 1:
             raise ValueError(
                 "progressive_coding (eq. 28/29) adds one decoder term per resolution; this model has a single "
@@ -361,8 +375,8 @@ class HQVAE(ModelMixin, ConfigMixin):
             raise ValueError(
                 f"images must be a float tensor in [0, 1], got {kind} (uint8 images: divide by 255)"
             )
-        if images.ndim != 4:
-            raise ValueError(f"images must be (B, C, H, W), got shape {tuple(images.shape)}")
+        if images.ndim != 4 or images.shape[0] == 0:
+            raise ValueError(f"images must be (B, C, H, W) with B >= 1, got shape {tuple(images.shape)}")
         if images.shape[1] != self.config.in_channels:
             raise ValueError(
                 f"images have {images.shape[1]} channels, the model expects {self.config.in_channels}"

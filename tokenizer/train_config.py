@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
-from tokenizer.config import check_kwargs, check_positive
+from tokenizer.config import TRAINING_BOUNDS, check_bounds, check_kwargs, check_positive
 from tokenizer.data import DataConfig
 from tokenizer.model import HQVAE
 from tokenizer.trainer import LoggingConfig
@@ -75,12 +75,14 @@ class TrainConfig:
         check_positive(self, ["optimizer.max_steps", "optimizer.gradient_accumulation_steps", "data.batch_size",
                               "data.eval_batch_size", "data.image_size", "logging.log_every",
                               "logging.validate_every", "logging.checkpoint_every"])  # fmt: skip
+        check_bounds(self, {**TRAINING_BOUNDS, "optimizer.plateau_factor": "> 0, <= 1",
+                            "optimizer.plateau_patience": ">= 0", "optimizer.variance_lr_multiplier": "> 0",
+                            "losses.perceptual_weight": ">= 0", "losses.adversarial_weight": ">= 0",
+                            "losses.adversarial_start_step": ">= 0", "losses.adaptive_weight_max": "> 0",
+                            "losses.discriminator_learning_rate": "> 0", "losses.discriminator_betas": ">= 0, < 1",
+                            "losses.discriminator_channels": ">= 1", "losses.discriminator_layers": ">= 1"})  # fmt: skip
         self._check_image_size()
         self._resolve_temperature_decay()
-        if not self.optimizer.variance_lr_multiplier > 0:
-            raise ValueError(
-                f"optimizer.variance_lr_multiplier must be > 0, got {self.optimizer.variance_lr_multiplier}"
-            )
 
     def _check_image_size(self) -> None:
         """data.image_size (spectrograms: n_mels and frames) must divide into the coarsest latent grid: checked

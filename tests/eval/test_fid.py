@@ -274,5 +274,5 @@ def test_linear_probe_beats_chance_on_separable_codes_and_is_seeded(tokenizer_ru
                    "--output", str(tmp_path / "probe.json")])  # fmt: skip
     assert 0 <= result["test_accuracy"] <= 1 and result["train_items"] == 32 and result["feature_dim"] > 0
     assert json.loads((tmp_path / "probe.json").read_text())["test_accuracy"] == result["test_accuracy"]
-    with pytest.raises(ValueError, match="train-items must be >= 2"):
+    with pytest.raises(ValueError, match="need --train-items >= 2"):
         linear_probe(tokenizer_runs["tiny_sqvae2"], train_items=1)

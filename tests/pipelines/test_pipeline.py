@@ -139,6 +139,9 @@ def test_label_names_and_validation_errors(pipe):
         (dict(class_labels=[0], num_images_per_label=0), "num_images_per_label"),
         (dict(class_labels=[0], batch_size=0), "batch_size"),
         (dict(class_labels=[0, 1], generator=[torch.Generator()]), "one per image"),
+        (dict(class_labels=[]), "class_labels is empty"),
+        (dict(class_labels=[0], generator="abc"), "generator must be a torch.Generator.*got 'abc'"),
+        (dict(class_labels=[0, 1], generator=[None, torch.Generator()]), "generator must be .*got None"),
         (dict(class_labels=[0], guidance_schedule="exp", guidance_scale=2.0), "guidance_schedule"),
     ]
     for kwargs, message in cases:

@@ -126,6 +126,13 @@ def test_prior_config_errors(tokenizer_runs, tmp_path):
         train("tiny_masked", sq_codes, tmp_path / "x", "model.hidden=8")
     with pytest.raises(FileNotFoundError, match="extract codes first"):
         train("tiny_masked", tmp_path / "none", tmp_path / "x")
+    for override, message in [
+        ("sampling.top_p=1.5", "sampling.top_p must be > 0 and <= 1, got 1.5"),
+        ("optimizer.weight_decay=-0.1", "optimizer.weight_decay must be >= 0, got -0.1"),
+        ("optimizer.learning_rate=0", "optimizer.learning_rate must be > 0, got 0.0"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            train("tiny_masked", sq_codes, tmp_path / "x", override)
 
 
 def test_prior_train_under_accelerate_launch(tokenizer_runs, tmp_path):

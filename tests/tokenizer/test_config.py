@@ -61,6 +61,13 @@ def test_overrides_apply_and_are_typed(tmp_path):
             "model.codebook_sizes=[8, x]",
             r"model.codebook_sizes: \[8, 'x'\] matches none of list\[int\] \| int",
         ),
+        ("optimizer.learning_rate=0", r"optimizer.learning_rate must be > 0, got 0.0"),
+        ("optimizer.betas=[0.9, 0.9, 0.9]", r"optimizer.betas: expected 2 values, got 3"),
+        ("optimizer.betas=[1.5, 0.9]", r"optimizer.betas\[0\] must be >= 0 and < 1, got 1.5"),
+        ("optimizer.ema_decay=1.5", "optimizer.ema_decay must be >= 0 and < 1, got 1.5"),
+        ("optimizer.plateau_factor=2", "optimizer.plateau_factor must be > 0 and <= 1, got 2.0"),
+        ("losses.perceptual_weight=-1", "losses.perceptual_weight must be >= 0, got -1.0"),
+        ("seed=-1", "seed must be >= 0, got -1"),
         (
             "model.quantizer=opq",
             "model.quantizer: expected one of \\['sq', 'vq', 'fsq', 'lfq', 'gumbel', 'pq'\\]",

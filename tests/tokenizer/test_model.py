@@ -282,6 +282,8 @@ def test_bad_images_raise_value_errors():
         model(torch.rand(1, 1, 18, 16))
     with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
         model(torch.rand(1, 16, 16))
+    with pytest.raises(ValueError, match=r"B >= 1, got shape \(0, 1, 16, 16\)"):
+        model(torch.rand(0, 1, 16, 16))
 
 
 def test_bad_indices_raise_value_errors():
@@ -306,6 +308,18 @@ def test_bad_constructor_arguments_raise_value_errors():
         HQVAE(**TINY, quantizer="opq")
     with pytest.raises(ValueError, match="code reset"):
         HQVAE(**TINY, quantizer="vq", codebook_update="loss", dead_code_threshold=1.0)
+    bad = [
+        (dict(hidden_channels=-1), "hidden_channels must be >= 1, got -1"),
+        (dict(embedding_dim=0), "embedding_dim must be >= 1, got 0"),
+        (dict(num_stem_downsamples=-1), "num_stem_downsamples must be >= 0, got -1"),
+        (dict(num_res_blocks=-2), "num_res_blocks must be >= 0, got -2"),
+        (dict(quantizer="vq", commitment_cost=-0.25), "commitment_cost must be >= 0, got -0.25"),
+        (dict(quantizer="vq", dead_code_threshold=-1.0), "dead_code_threshold must be >= 0, got -1.0"),
+        (dict(mid_ratio=0.0), "mid_ratio must be > 0, got 0.0"),
+    ]
+    for kwargs, message in bad:
+        with pytest.raises(ValueError, match=message):
+            HQVAE(**{**TINY, **kwargs})
 
 
 @pytest.mark.parametrize("name", ["sqvae2", "rsqvae_shared", "vqvae2", "rqvae"])
