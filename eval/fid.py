@@ -382,7 +382,11 @@ def parse_args(argv=None):
     data.add_argument("--against", choices=["halves", "noise"], default="halves")
     data.add_argument("--channels", type=int, choices=[1, 3], default=1)
     args = parser.parse_args(argv)
-    check_counts(parser, args, dict.fromkeys(("max_reference", "batch_size", "pr_items", "num_samples", "shard_size"), 1))
+    check_counts(
+        parser,
+        args,
+        dict.fromkeys(("max_reference", "batch_size", "pr_items", "num_samples", "shard_size"), 1),
+    )
     for name in ("num_inference_steps", "guidance_scale"):
         value = getattr(args, name, None)
         if isinstance(value, list) and len(value) == 1:

@@ -36,6 +36,7 @@ def _model(**kwargs):
 
 
 # (id, what is called (given the shared objects), the one-line message it must give: a regex)
+# fmt: off
 API = [
     # images into the tokenizer
     ("images 3-d", lambda o: o["sq"](torch.rand(1, 32, 32)), r"\(B, C, H, W\).*\(1, 32, 32\)"),
@@ -130,6 +131,7 @@ API = [
     ("config gan start", _cfg("losses.adversarial_start_step=-5"), "losses.adversarial_start_step must be >= 0"),
     ("config bad-image policy", _cfg("data.on_bad_image=ignore"), "data.on_bad_image: expected one of"),
 ]
+# fmt: on
 
 
 @pytest.fixture(scope="module")
@@ -204,7 +206,9 @@ COMMAND_IDS = [case[0] for case in _commands(Path("run"), Path("codes"), Path("t
 
 
 @pytest.mark.parametrize("index", range(len(COMMAND_IDS)), ids=COMMAND_IDS)
-def test_a_bad_command_line_ends_with_one_error_line_and_status_2(index, tokenizer_runs, tmp_path, monkeypatch):
+def test_a_bad_command_line_ends_with_one_error_line_and_status_2(
+    index, tokenizer_runs, tmp_path, monkeypatch
+):
     monkeypatch.delenv("HQVAE_TRACEBACK", raising=False)
     (tmp_path / "garbage.pth").write_bytes(b"garbage, not weights")
     run = tokenizer_runs["tiny_sqvae2"]

@@ -86,7 +86,9 @@ def test_a_corrupt_weights_file_is_a_one_line_error_naming_it(tmp_path, capsys, 
     weights.write_bytes(b"\x00" * 64)
     (tmp_path / "data.yaml").write_text("data: {path: none}")
     with pytest.raises(SystemExit) as exit_info:
-        run_cli(reconstruction_main, ["--tokenizer", str(tmp_path), "--data-config", str(tmp_path / "data.yaml")])
+        run_cli(
+            reconstruction_main, ["--tokenizer", str(tmp_path), "--data-config", str(tmp_path / "data.yaml")]
+        )
     assert exit_info.value.code == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("error: ") and str(weights) in last
