@@ -131,6 +131,85 @@ class LogMel:
         return np.concatenate([log_mel, floor], axis=1)
 
 
+def griffin_lim(
+    log_mel: np.ndarray | torch.Tensor,
+    config: AudioConfig,
+    iterations: int = 32,
+    momentum: float = 0.99,
+    generator: torch.Generator | None = None,
+) -> np.ndarray:
+    """A waveform for listening from a log-mel (n_mels, frames) in the transform's scale (``denormalise`` first).
+
+    The mel magnitudes go back to linear frequency by the filterbank's pseudo-inverse clipped at zero (bins above
+    ``f_max`` stay silent), then the phase is recovered by Griffin & Lim (1984) with the "fast" momentum of
+    Perraudin et al. (2013), on ``torch.stft`` / ``torch.istft`` with the transform's window and hop. This is a
+    listening aid, not the paper's HiFi-GAN vocoder: the original is passed through the same inversion, so that
+    an original and its reconstruction differ only by the tokenizer (appendix F.2.3 uses the vocoded original as
+    the reference too). Returns float32 samples at ``config.sample_rate``, ``config.num_samples`` long.
+    """
+    if iterations < 1:
+        raise ValueError(f"griffin_lim: iterations must be >= 1, got {iterations}")
+    c = config
+    log_mel = torch.as_tensor(log_mel, dtype=torch.float64).cpu()
+    if log_mel.ndim != 2 or log_mel.shape[0] != c.n_mels:
+        raise ValueError(
+            f"griffin_lim expects a ({c.n_mels}, frames) log-mel, got shape {tuple(log_mel.shape)}"
+        )
+    filters = torch.as_tensor(LogMel(c).mel_filters, dtype=torch.float64)  # (frequency bins, mels)
+    magnitude = (torch.linalg.pinv(filters.T) @ log_mel.exp()).clamp_min(0)  # (frequency bins, frames)
+    window = torch.hann_window(c.n_fft, dtype=torch.float64)
+    length = (magnitude.shape[1] - 1) * c.hop_length  # centred frames: frame t centred at sample t * hop
+    stft = dict(n_fft=c.n_fft, hop_length=c.hop_length, window=window)
+    phase = torch.rand(magnitude.shape, generator=generator, dtype=torch.float64)
+    angles = torch.polar(torch.ones_like(phase), 2 * math.pi * phase)
+    previous = torch.zeros_like(angles)
+    for _ in range(iterations):
+        waveform = torch.istft(magnitude * angles, length=length, **stft)
+        rebuilt = torch.stft(waveform, return_complex=True, **stft)
+        angles = rebuilt - (momentum / (1 + momentum)) * previous
+        angles = angles / angles.abs().clamp_min(1e-16)
+        previous = rebuilt
+    waveform = torch.istft(magnitude * angles, length=length, **stft)
+    # The transform's frame t is centred at t * hop + hop / 2 (reflect padding of (n_fft - hop) / 2, uncentred)
+    waveform = torch.cat([waveform.new_zeros(c.hop_length // 2), waveform])
+    waveform = torch.nn.functional.pad(waveform, (0, max(0, c.num_samples - len(waveform))))
+    return waveform[: c.num_samples].float().numpy()
+
+
+def write_listening_samples(
+    model,
+    spectrograms: torch.Tensor,
+    config: AudioConfig,
+    folder: str | Path,
+    iterations: int = 32,
+    seed: int = 0,
+) -> list[Path]:
+    """``clip<i>_original.wav`` and ``clip<i>_reconstruction.wav`` (argmax codes) for each normalised spectrogram
+    of ``spectrograms`` (B, 1, n_mels, frames), both through ``griffin_lim`` (16-bit PCM, clipped to [-1, 1])."""
+    import soundfile
+
+    if config.mean is None or config.std is None:
+        raise ValueError("write_listening_samples needs data.audio.mean / std (the run's normalisation)")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        reconstructions = model(spectrograms).sample.float()
+    model.train(was_training)
+    paths = []
+    for i, pair in enumerate(zip(spectrograms.float(), reconstructions)):
+        for name, spectrogram in zip(("original", "reconstruction"), pair):
+            generator = torch.Generator().manual_seed(seed + i)  # the same initial phase for both of a pair
+            waveform = griffin_lim(
+                denormalise(spectrogram[0].cpu(), config), config, iterations, generator=generator
+            )
+            path = folder / f"clip{i}_{name}.wav"
+            soundfile.write(path, np.clip(waveform, -1, 1), config.sample_rate, subtype="PCM_16")
+            paths.append(path)
+    return paths
+
+
 def read_audio(path, sample_rate: int) -> np.ndarray:
     """A mono float waveform at ``sample_rate`` (channels averaged, resampled with a polyphase filter)."""
     import soundfile

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from tokenizer.audio import write_listening_samples
 from tokenizer.data import build_datasets, collate_images
 from tokenizer.grids import reconstruction_rows, save_labelled_grid
 from tokenizer.losses import PatchDiscriminator, PerceptualLoss, TokenizerLoss
@@ -62,6 +63,16 @@ OUTPUT_TERMS = (
 )
 
 
+def _display(images: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor]:
+    """``images`` and ``others`` in [0, 1] for a grid: values outside [0, 1] (e.g. normalised log-mel
+    spectrograms) are shown on the originals' range."""
+    low, high = float(images.min()), float(images.max())
+    tensors = [images, *others]
+    if low < 0 or high > 1:
+        tensors = [(x - low) / max(high - low, 1e-12) for x in tensors]
+    return [x.clamp(0, 1) for x in tensors]
+
+
 def save_reconstruction_grid(model, images: torch.Tensor, path: Path, title: str) -> None:
     """Originals above their reconstructions (argmax codes, eval mode), rows labelled, ``title`` on top."""
     was_training = model.training
@@ -69,10 +80,21 @@ def save_reconstruction_grid(model, images: torch.Tensor, path: Path, title: str
     with torch.no_grad():
         reconstruction = model(images).sample.float()
     model.train(was_training)
-    low, high = float(images.min()), float(images.max())
-    if low < 0 or high > 1:  # e.g. normalised log-mel spectrograms: shown on the originals' range
-        images, reconstruction = ((x - low) / max(high - low, 1e-12) for x in (images, reconstruction))
-    save_labelled_grid(path, *reconstruction_rows(images, reconstruction.clamp(0, 1)), title=title)
+    save_labelled_grid(path, *reconstruction_rows(*_display(images, reconstruction)), title=title)
+
+
+def save_layer_grid(model, images: torch.Tensor, path: Path, title: str) -> None:
+    """Originals, then their reconstructions from the top 1, 2, ..., L layers' argmax codes (the lower layers
+    left out, as in the paper's Figures 4 and 13): what each layer adds."""
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        indices = model.encode(images)
+        counts = range(1, model.num_layers + 1)
+        partial = [model.decode_indices(indices, num_layers=n).float() for n in counts]
+    model.train(was_training)
+    labels = ["original"] + [f"top {n} layer{'s' if n > 1 else ''}" for n in counts]
+    save_labelled_grid(path, _display(images, *partial), labels, title=title)
 
 
 class TokenizerTrainer(BaseTrainer):
@@ -310,6 +332,12 @@ class TokenizerTrainer(BaseTrainer):
         if self.ema is not None:
             self.ema.module.save_pretrained(self.output_dir / "model_ema")
         self.save_grid(self.output_dir / "reconstructions.png")
+        images = self.validation_set_images(8)
+        if model.num_layers > 1:
+            save_layer_grid(model, images, self.output_dir / "reconstructions_by_layers.png",
+                            title=f"validation images decoded from their top layers only (step {self.step})")  # fmt: skip
+        if cfg.data.is_audio:  # listening aid: Griffin-Lim of originals and reconstructions, same inversion
+            write_listening_samples(model, images[:4], cfg.data.audio, self.output_dir / "listening")
         logger.info(
             "%s RMSE %.4f, perplexity %s -> %s", split, result["rmse"], result["perplexity"], self.output_dir
         )
