@@ -52,12 +52,17 @@ VARIANTS: dict[str, dict] = {
     # the wider family at the same implicit or learned K (equal bits per image): tokenizer/quantizer_family.py
     "fsq2": {**INJECTED, "quantizer": "fsq", "fsq_levels": [8, 8, 8]},
     "lfq2": {**INJECTED, "quantizer": "lfq"},
+    "lfq2_norm": {**INJECTED, "quantizer": "lfq", "lfq_input_norm": True},  # standardised rows into the bits
     "gumbel2": {**INJECTED, "quantizer": "gumbel"},
     "pq2": {**INJECTED, **VQ, "quantizer": "pq", "pq_groups": 3},  # 512 = 8^3: three 8-code EMA codebooks
     "rfsq": {**RESIDUAL, "quantizer": "fsq", "fsq_levels": [4, 4, 4]},
     "rlfq": {**RESIDUAL, "quantizer": "lfq"},
+    "rlfq_norm": {**RESIDUAL, "quantizer": "lfq", "lfq_input_norm": True},
     "rgumbel": {**RESIDUAL, "quantizer": "gumbel"},
     "rpq": {**RESIDUAL, **VQ, "quantizer": "pq", "pq_groups": 2},  # 64 = 8^2
+    # product quantization with SQ inside: the same groups, one s^2 per layer (StochasticProductQuantizer)
+    "sqpq2": {**INJECTED, "quantizer": "sq", "sq_groups": 3},
+    "rsqpq": {**RESIDUAL, "quantizer": "sq", "sq_groups": 2},
 }
 
 

@@ -131,9 +131,15 @@ class HQVAE(ModelMixin, ConfigMixin):
         fsq_levels: FSQ: levels per dimension (e.g. [8, 8, 8] for K = 512); prod must equal each K_l.
         lfq_entropy_weight, lfq_diversity_gamma, lfq_inv_temperature: LFQ's entropy penalty (MAGVIT-v2: 0.1,
             1.0, 100); LFQ's commitment weight is ``commitment_cost``.
+        lfq_input_norm: LFQ: normalise each encoder row (zero mean, unit variance over its d values, no affine
+            parameters) before the projection to the sign bits, the role of the non-affine GroupNorm that
+            MAGVIT-v2's LFQ assumes in the encoder (docs/benchmarks.md: without it the bits freeze).
         gumbel_kl_weight: Gumbel-VQ: weight of KL(q || uniform) per code position (5e-4 as in taming).
         pq_groups: product quantization ("pq"): M groups of the code dimensions, each with its own VQ codebook of
             K^(1/M) codes (K must be an M-th power; the VQ options apply to each group).
+        sq_groups: product quantization with SQ inside (``quantizer="sq"``): M > 1 groups of the code
+            dimensions, each with its own codebook of K^(1/M) codes, one s^2 per layer (the posterior over the
+            product codebook factorises; ``tokenizer.quantizer_family.StochasticProductQuantizer``). 1: plain SQ.
     """
 
     @register_to_config
@@ -166,8 +172,10 @@ class HQVAE(ModelMixin, ConfigMixin):
         lfq_entropy_weight: float = 0.1,
         lfq_diversity_gamma: float = 1.0,
         lfq_inv_temperature: float = 100.0,
+        lfq_input_norm: bool = False,
         gumbel_kl_weight: float = 5e-4,
         pq_groups: int = 2,
+        sq_groups: int = 1,
     ):
         super().__init__()
         layers_per_resolution = list(layers_per_resolution)
@@ -185,7 +193,7 @@ class HQVAE(ModelMixin, ConfigMixin):
         )
         sizes = dict(hidden_channels=(hidden_channels, 1), embedding_dim=(embedding_dim, 1),
                      num_res_blocks=(num_res_blocks, 0), num_stem_downsamples=(num_stem_downsamples, 0),
-                     pq_groups=(pq_groups, 1))  # fmt: skip
+                     pq_groups=(pq_groups, 1), sq_groups=(sq_groups, 1))  # fmt: skip
         for name, (value, low) in sizes.items():
             if value < low:
                 raise ValueError(f"{name} must be >= {low}, got {value}")
@@ -237,10 +245,19 @@ class HQVAE(ModelMixin, ConfigMixin):
                 for _ in range(self.num_resolutions - 1)
             ]
         )
+        if sq_groups > 1 and quantizer != "sq":
+            raise ValueError(
+                f"sq_groups={sq_groups} splits SQ codebooks (quantizer='sq'); for VQ inside use quantizer='pq' "
+                f"and pq_groups, got quantizer={quantizer!r}"
+            )
         if quantizer == "fsq" and not fsq_levels:
             raise ValueError("quantizer='fsq' needs fsq_levels (e.g. [8, 8, 8] for codebook_sizes 512)")
         quantizer_kwargs = {
-            "sq": {"init_variance": init_variance, "codebook_init_std": codebook_init_std},
+            "sq": {
+                "init_variance": init_variance,
+                "codebook_init_std": codebook_init_std,
+                "groups": sq_groups,
+            },
             "vq": {
                 "codebook_init_std": codebook_init_std,
                 "codebook_update": codebook_update,
@@ -252,6 +269,7 @@ class HQVAE(ModelMixin, ConfigMixin):
                 "entropy_weight": lfq_entropy_weight,
                 "diversity_gamma": lfq_diversity_gamma,
                 "inv_temperature": lfq_inv_temperature,
+                "input_norm": lfq_input_norm,
                 "commitment_weight": commitment_cost,
             },
             "gumbel": {"kl_weight": gumbel_kl_weight, "codebook_init_std": codebook_init_std},

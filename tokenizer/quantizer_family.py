@@ -11,6 +11,8 @@
 - ``ProductQuantizer`` (product quantization, Jégou et al. 2011): the d dimensions split into M groups, each
   quantized by its own VQ codebook of K^(1/M) codes; the index is the mixed-radix number of the group indices,
   so K = prod K_m codes cost M K^(1/M) code vectors. Straight-through and eq. 7's terms as for VQ.
+- ``StochasticProductQuantizer``: product quantization with SQ inside (M codebooks, one s^2): eq. 2's SQ over
+  the product codebook, whose posterior factorises over the groups.
 - ``GumbelQuantizer`` (Gumbel-softmax VQ: DALL-E's dVAE, taming-transformers' ``GumbelQuantize``): logits
   over K codes from a learned linear head on the encoder rows, a Gumbel-softmax relaxed one-hot at the model's
   annealed temperature while training, the hard argmax at evaluation, and a KL to the uniform prior with its own
@@ -38,7 +40,14 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from tokenizer.quantizers import Codebook, QuantizerOutput, VectorQuantizer, gumbel_noise
+from tokenizer.quantizers import (
+    Codebook,
+    QuantizerOutput,
+    VectorQuantizer,
+    calibrate_log_variance,
+    gumbel_noise,
+    stochastic_quantize,
+)
 
 
 def _straight_through(value: torch.Tensor, hard: torch.Tensor) -> torch.Tensor:
@@ -136,6 +145,7 @@ class LookupFreeQuantizer(_ImplicitCodebook):
         diversity_gamma: float = 1.0,
         inv_temperature: float = 100.0,
         commitment_weight: float = 0.25,
+        input_norm: bool = False,
     ):
         super().__init__()
         bits = int(round(math.log2(codebook_size))) if codebook_size >= 2 else 0
@@ -150,6 +160,8 @@ class LookupFreeQuantizer(_ImplicitCodebook):
         self.inv_temperature = inv_temperature
         self.commitment_weight = commitment_weight
         self.register_buffer("powers", 2 ** torch.arange(bits), persistent=False)
+        # ``input_norm``: rows standardised over their d values (no affine parameters) before the projection
+        self.norm = nn.LayerNorm(dim, elementwise_affine=False) if input_norm else nn.Identity()
         self.project_in = nn.Linear(dim, bits) if dim != bits else nn.Identity()
         self.project_out = nn.Linear(bits, dim) if dim != bits else nn.Identity()
 
@@ -174,7 +186,7 @@ class LookupFreeQuantizer(_ImplicitCodebook):
     def forward(self, z: torch.Tensor, mode: str = "argmax", temperature: float = 1.0, generator=None):
         if mode == "sample":
             raise ValueError("mode='sample' needs quantizer='sq'; LFQ is deterministic")
-        projected = self.project_in(z.float()).float()
+        projected = self.project_in(self.norm(z.float())).float()
         hard = torch.where(projected > 0, 1.0, -1.0)
         codes = _straight_through(projected, hard)
         indices = ((hard > 0).long() * self.powers).sum(-1)
@@ -231,7 +243,43 @@ class GumbelQuantizer(nn.Module):
         return output
 
 
-class ProductQuantizer(nn.Module):
+class _ProductCodebook(nn.Module):
+    """The part shared by both product quantizers: d dimensions split into M groups (``torch.tensor_split``),
+    K = K_m^M codes as mixed-radix indices (i = sum_m i_m K_m^m), lookup and data initialisation per group."""
+
+    def _split(self, codebook_size: int, dim: int, groups: int, option: str) -> None:
+        if groups < 1 or dim < groups:
+            raise ValueError(f"{option} must be in [1, embedding_dim={dim}], got {groups}")
+        sub_size = round(codebook_size ** (1 / groups))
+        if sub_size < 2 or sub_size**groups != codebook_size:
+            raise ValueError(
+                f"product quantization with {option}={groups} needs a codebook size K = K_m^{groups}, "
+                f"K_m >= 2; got K = {codebook_size}"
+            )
+        self.codebook_size = codebook_size
+        self.sub_size = sub_size
+        self.split_sizes = [len(part) for part in torch.arange(dim).tensor_split(groups)]
+        self.register_buffer("radix", sub_size ** torch.arange(groups), persistent=False)
+
+    def part_codebooks(self) -> list[Codebook]:
+        raise NotImplementedError
+
+    def get_codebook(self):
+        return self
+
+    def lookup(self, indices: torch.Tensor) -> torch.Tensor:
+        digits = (indices.long().unsqueeze(-1) // self.radix) % self.sub_size
+        return torch.cat([book.lookup(digits[..., m]) for m, book in enumerate(self.part_codebooks())], -1)
+
+    def init_from_data(self, z: torch.Tensor, iterations: int = 10, method: str = "kmeans") -> None:
+        for book, rows in zip(self.part_codebooks(), z.split(self.split_sizes, -1)):
+            book.init_from_data(rows, iterations, method)
+
+    def _index(self, indices: list[torch.Tensor]) -> torch.Tensor:
+        return sum(i * self.radix[m] for m, i in enumerate(indices))
+
+
+class ProductQuantizer(_ProductCodebook):
     """Product quantization with VQ inside: rows (N, d) split into ``groups`` parts (``torch.tensor_split``),
     part m quantized by its own ``VectorQuantizer`` of K_m = K^(1/M) codes (EMA, code reset and the codebook
     loss as configured for VQ); index = sum_m i_m K_m^m. ``ResidualQuantizer`` applies the straight-through
@@ -241,39 +289,72 @@ class ProductQuantizer(nn.Module):
 
     def __init__(self, codebook_size: int, dim: int, groups: int = 2, **vq_kwargs):
         super().__init__()
-        if groups < 1 or dim < groups:
-            raise ValueError(f"pq_groups must be in [1, embedding_dim={dim}], got {groups}")
-        sub_size = round(codebook_size ** (1 / groups))
-        if sub_size < 2 or sub_size**groups != codebook_size:
-            raise ValueError(
-                f"product quantization with pq_groups={groups} needs a codebook size K = K_m^{groups}, "
-                f"K_m >= 2; got K = {codebook_size}"
-            )
-        self.codebook_size = codebook_size
-        self.sub_size = sub_size
-        self.split_sizes = [len(part) for part in torch.arange(dim).tensor_split(groups)]
-        self.parts = nn.ModuleList(VectorQuantizer(sub_size, size, **vq_kwargs) for size in self.split_sizes)
-        self.register_buffer("radix", sub_size ** torch.arange(groups), persistent=False)
+        self._split(codebook_size, dim, groups, "pq_groups")
+        self.parts = nn.ModuleList(VectorQuantizer(self.sub_size, n, **vq_kwargs) for n in self.split_sizes)
 
     @property
     def codebook_update(self) -> str:
         return self.parts[0].codebook_update
 
-    def get_codebook(self):
-        return self
-
-    def lookup(self, indices: torch.Tensor) -> torch.Tensor:
-        digits = (indices.long().unsqueeze(-1) // self.radix) % self.sub_size
-        return torch.cat([p.get_codebook().lookup(digits[..., m]) for m, p in enumerate(self.parts)], -1)
-
-    def init_from_data(self, z: torch.Tensor, iterations: int = 10, method: str = "kmeans") -> None:
-        for part, rows in zip(self.parts, z.split(self.split_sizes, -1)):
-            part.get_codebook().init_from_data(rows, iterations, method)
+    def part_codebooks(self) -> list[Codebook]:
+        return [part.get_codebook() for part in self.parts]
 
     def forward(self, z: torch.Tensor, mode: str = "argmax", temperature: float = 1.0, generator=None):
         if mode == "sample":
             raise ValueError("mode='sample' needs quantizer='sq'; PQ posteriors are deterministic")
         outputs = [part(rows) for part, rows in zip(self.parts, z.split(self.split_sizes, -1))]
         quantized = torch.cat([o.quantized for o in outputs], -1)
-        indices = sum(o.indices * self.radix[m] for m, o in enumerate(outputs))
+        indices = self._index([o.indices for o in outputs])
         return QuantizerOutput(quantized=quantized, indices=indices, entropy=torch.zeros_like(z[:, 0]))
+
+
+class StochasticProductQuantizer(_ProductCodebook):
+    """Product quantization with SQ inside (``HQVAE(quantizer="sq", sq_groups=M)``): M codebooks of
+    K_m = K^(1/M) codes over the groups of dimensions and *one* dequantization variance s^2 for the layer.
+
+    With one s^2 the SQ posterior over the product codebook, P-hat(z_i = b_k | z~_i) ∝
+    exp(-||z~_i - b_k||^2 / (2 s^2)) with ||z~ - b_k||^2 = sum_m ||z~_m - b_{m, k_m}||^2, factorises into M
+    independent categorical posteriors, so the layer *is* eq. 2's SQ with K = prod K_m codes at M K^(1/M)
+    code vectors' cost: each group draws its own Gumbel-softmax relaxed sample, the entropy is the sum of the
+    groups' entropies, and ``ResidualQuantizer`` applies eq. 6 / 14 / 26 unchanged (latent term
+    ||z - Z||^2 / (2 s^2), KL = log K - H = sum_m (log K_m - H_m)).
+    """
+
+    stochastic = True
+
+    def __init__(
+        self, codebook_size: int, dim: int, groups: int = 2, init_variance: float = 1.0,
+        codebook_init_std: float = 1.0,
+    ):  # fmt: skip
+        super().__init__()
+        if init_variance <= 0:
+            raise ValueError(f"init_variance must be > 0, got {init_variance}")
+        self._split(codebook_size, dim, groups, "sq_groups")
+        self.codebooks = nn.ModuleList(
+            Codebook(self.sub_size, n, init_std=codebook_init_std) for n in self.split_sizes
+        )
+        self.log_variance = nn.Parameter(torch.tensor(math.log(init_variance)))
+
+    @property
+    def variance(self) -> torch.Tensor:
+        return self.log_variance.exp()
+
+    def part_codebooks(self) -> list[Codebook]:
+        return list(self.codebooks)
+
+    def calibrate_variance(self, z: torch.Tensor, entropy_fraction: float, iterations: int = 50) -> float:
+        """``StochasticQuantizer.calibrate_variance`` on the product posterior (its entropy is the groups' sum)."""
+        books = [book.weight for book in self.codebooks]
+        return calibrate_log_variance(
+            self, list(z.split(self.split_sizes, -1)), books, entropy_fraction, iterations
+        )
+
+    def forward(self, z: torch.Tensor, mode: str = "relaxed", temperature: float = 1.0, generator=None):
+        parts = [
+            stochastic_quantize(rows, book.weight, self.log_variance, temperature, mode, generator)
+            for book, rows in zip(self.codebooks, z.split(self.split_sizes, -1))
+        ]
+        quantized = torch.cat([q for q, _, _ in parts], -1)
+        indices = self._index([i for _, i, _ in parts])
+        entropy = torch.stack([h for _, _, h in parts]).sum(0)
+        return QuantizerOutput(quantized=quantized, indices=indices, entropy=entropy)

@@ -407,6 +407,58 @@ class _StochasticQuantize(torch.autograd.Function):
 _CALIBRATION_ROWS = 4096
 
 
+@torch.no_grad()
+def calibrate_log_variance(layer, rows: list[torch.Tensor], codebooks: list[torch.Tensor],
+                           entropy_fraction: float, iterations: int = 50) -> float:  # fmt: skip
+    """Sets ``layer.log_variance`` (one s^2 for independent parts: rows[m] against codebooks[m]) so that the
+    summed mean posterior entropy equals ``entropy_fraction`` x log prod K_m, by bisection (see
+    ``StochasticQuantizer.calibrate_variance``); broadcast from rank 0. Returns the new s^2."""
+    if not 0.0 < entropy_fraction < 1.0:
+        raise ValueError(f"entropy_fraction must be in (0, 1), got {entropy_fraction}")
+    keep = None
+    if rows[0].shape[0] > _CALIBRATION_ROWS:  # a mean entropy needs few rows; keeps the (N, K) blocks small
+        keep = torch.randperm(rows[0].shape[0], device=rows[0].device)[:_CALIBRATION_ROWS]
+    distances = []
+    with _fp32_no_autocast(rows[0].device):
+        for z, codebook in zip(rows, codebooks):
+            z = z.detach().float()
+            distances.append(squared_distances(z if keep is None else z[keep], codebook.detach().float()))
+    target = entropy_fraction * sum(math.log(d.shape[1]) for d in distances)
+
+    def mean_entropy(log_variance: float) -> float:
+        total = 0.0
+        for block in distances:
+            log_probs = torch.log_softmax(block * (-0.5 * math.exp(-log_variance)), dim=-1)
+            total += float(-(log_probs.exp() * log_probs).sum(-1).mean())
+        return total
+
+    spread = sum(float(d.mean()) for d in distances) / len(distances) + 1e-30
+    low, high = math.log(spread) - 40.0, math.log(spread) + 10.0
+    for _ in range(iterations):
+        middle = 0.5 * (low + high)
+        if mean_entropy(middle) < target:
+            low = middle
+        else:
+            high = middle
+    log_variance = torch.tensor(0.5 * (low + high), device=rows[0].device)
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.broadcast(log_variance, src=0)
+    layer.log_variance.data.fill_(float(log_variance))
+    return math.exp(float(log_variance))
+
+
+def stochastic_quantize(z, codebook, log_variance, temperature, mode, generator):
+    """The SQ layer's map (eq. 2 and appendix E's relaxed sample) in float32 with the memory-lean backward:
+    (quantized, indices, entropy) of rows z (N, d) against ``codebook`` (K, d) at s^2 = exp(log_variance)."""
+    if mode not in ("relaxed", "argmax", "sample"):
+        raise ValueError(f"mode must be 'relaxed', 'argmax' or 'sample', got {mode!r}")
+    if mode == "relaxed" and not temperature > 0:
+        raise ValueError(f"temperature must be > 0 for the relaxed sample, got {temperature}")
+    with _fp32_no_autocast(z.device):
+        return _StochasticQuantize.apply(z.float(), codebook.float(), log_variance.float(), float(temperature),
+                                         mode, generator, _MAX_CHUNK_ELEMENTS)  # fmt: skip
+
+
 class StochasticQuantizer(nn.Module):
     """Stochastic quantization with a learnable dequantization variance s^2 (eq. 2).
 
@@ -417,6 +469,8 @@ class StochasticQuantizer(nn.Module):
     ``codebook``: pass another layer's ``Codebook`` to share it; it is then *not* registered here, so its
     parameters have one owner (tied tensors break ``save_pretrained``).
     """
+
+    stochastic = True  # ResidualQuantizer: the SQ terms (eq. 6 / 14 / 26)
 
     def __init__(
         self,
@@ -454,31 +508,7 @@ class StochasticQuantizer(nn.Module):
         """
         if not 0.0 < entropy_fraction < 1.0:
             raise ValueError(f"entropy_fraction must be in (0, 1), got {entropy_fraction}")
-        codebook = self.get_codebook().weight.detach().float()
-        z = z.detach().float()
-        if z.shape[0] > _CALIBRATION_ROWS:  # a mean entropy needs few rows; keeps the (N, K) block small
-            z = z[torch.randperm(z.shape[0], device=z.device)[:_CALIBRATION_ROWS]]
-        with _fp32_no_autocast(z.device):
-            distances = squared_distances(z, codebook)  # (N, K)
-        target = entropy_fraction * math.log(codebook.shape[0])
-
-        def mean_entropy(log_variance: float) -> float:
-            log_probs = torch.log_softmax(distances * (-0.5 * math.exp(-log_variance)), dim=-1)
-            return float(-(log_probs.exp() * log_probs).sum(-1).mean())
-
-        spread = float(distances.mean()) + 1e-30
-        low, high = math.log(spread) - 40.0, math.log(spread) + 10.0
-        for _ in range(iterations):
-            middle = 0.5 * (low + high)
-            if mean_entropy(middle) < target:
-                low = middle
-            else:
-                high = middle
-        log_variance = torch.tensor(0.5 * (low + high), device=z.device)
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            dist.broadcast(log_variance, src=0)
-        self.log_variance.data.fill_(float(log_variance))
-        return math.exp(float(log_variance))
+        return calibrate_log_variance(self, [z], [self.get_codebook().weight], entropy_fraction, iterations)
 
     @property
     def variance(self) -> torch.Tensor:
@@ -491,20 +521,9 @@ class StochasticQuantizer(nn.Module):
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
     ) -> QuantizerOutput:
-        if mode not in ("relaxed", "argmax", "sample"):
-            raise ValueError(f"mode must be 'relaxed', 'argmax' or 'sample', got {mode!r}")
-        if mode == "relaxed" and not temperature > 0:
-            raise ValueError(f"temperature must be > 0 for the relaxed sample, got {temperature}")
-        with _fp32_no_autocast(z.device):
-            quantized, indices, entropy = _StochasticQuantize.apply(
-                z.float(),
-                self.get_codebook().weight.float(),
-                self.log_variance.float(),
-                float(temperature),
-                mode,
-                generator,
-                _MAX_CHUNK_ELEMENTS,
-            )
+        quantized, indices, entropy = stochastic_quantize(
+            z, self.get_codebook().weight, self.log_variance, temperature, mode, generator
+        )
         return QuantizerOutput(quantized=quantized, indices=indices, entropy=entropy)
 
 
@@ -607,7 +626,7 @@ class ResidualQuantizer(nn.Module):
                 f"residual_objective must be 'summed' or 'per_layer', got {residual_objective!r}"
             )
         self.layers = nn.ModuleList(layers)
-        self.stochastic = isinstance(layers[0], StochasticQuantizer)
+        self.stochastic = getattr(layers[0], "stochastic", False)  # SQ, product SQ: eq. 6 / 14 / 26 here
         self.nearest_code = getattr(
             layers[0], "nearest_code", False
         )  # VQ, PQ: straight-through, eq. 7 / 15 here
@@ -632,7 +651,12 @@ class ResidualQuantizer(nn.Module):
             GumbelQuantizer,
             LookupFreeQuantizer,
             ProductQuantizer,
+            StochasticProductQuantizer,
         )
+
+        groups = quantizer_kwargs.pop("groups", 1) if kind == "sq" else 1  # SQ with product codebooks
+        if groups > 1 and share_codebook:
+            raise ValueError(f"share_codebook is not available with product codebooks (sq_groups={groups})")
 
         if share_codebook and len(set(codebook_sizes)) != 1:
             raise ValueError(f"a shared codebook needs equal codebook sizes, got {codebook_sizes}")
@@ -642,7 +666,9 @@ class ResidualQuantizer(nn.Module):
             )
         layers: list = []
         for size in codebook_sizes:
-            if kind in ("sq", "vq"):
+            if groups > 1:
+                layers.append(StochasticProductQuantizer(size, dim, groups, **quantizer_kwargs))
+            elif kind in ("sq", "vq"):
                 shared = layers[0].get_codebook() if (share_codebook and layers) else None
                 layer_cls = StochasticQuantizer if kind == "sq" else VectorQuantizer
                 layers.append(layer_cls(size, dim, codebook=shared, **quantizer_kwargs))

@@ -1,6 +1,7 @@
 """FSQ, LFQ and Gumbel-VQ layers (tokenizer.quantizer_family): codes <-> indices, their terms, gradients, and
 every HQVAE layout built from them."""
 
+import math
 from pathlib import Path
 
 import pytest
@@ -12,8 +13,9 @@ from tokenizer.quantizer_family import (
     GumbelQuantizer,
     LookupFreeQuantizer,
     ProductQuantizer,
+    StochasticProductQuantizer,
 )
-from tokenizer.quantizers import Codebook, ResidualQuantizer
+from tokenizer.quantizers import Codebook, ResidualQuantizer, StochasticQuantizer
 
 ROOT = Path(__file__).parents[2]
 
@@ -65,6 +67,17 @@ def test_lfq_terms_and_the_entropy_penalty_favours_spread_codes():
         LookupFreeQuantizer(12, dim=4)
 
 
+def test_lfq_input_norm_makes_the_bits_follow_the_rows_not_the_projection_bias():
+    torch.manual_seed(0)
+    z = 0.1 * torch.randn(256, 64) + 0.2  # encoder-like rows: small spread around an offset
+    plain, normed = LookupFreeQuantizer(512, dim=64), LookupFreeQuantizer(512, dim=64, input_norm=True)
+    normed.project_in.load_state_dict(plain.project_in.state_dict())  # the same projection
+    scaled = 10 * z  # the normalised path does not care about the rows' scale
+    torch.testing.assert_close(normed(z).indices, normed(scaled).indices, rtol=0, atol=0)
+    assert len(normed(z).indices.unique()) > 4 * len(plain(z).indices.unique())
+    assert not list(normed.norm.parameters())  # no affine parameters
+
+
 def test_gumbel_vq_hard_at_evaluation_relaxed_in_training_with_a_kl_to_uniform():
     torch.manual_seed(0)
     layer = GumbelQuantizer(16, dim=4, kl_weight=1.0)
@@ -96,6 +109,36 @@ def test_product_quantizer_combines_group_indices_and_decodes_them():
         ProductQuantizer(100, dim=8, groups=3)
 
 
+def test_product_sq_is_sq_over_the_product_codebook():
+    """One s^2 for all groups: the factorised posterior is eq. 2's over the K = prod K_m product codes."""
+    torch.manual_seed(0)
+    spq = StochasticProductQuantizer(64, dim=7, groups=2, init_variance=0.5)  # 8 codes per group, dims 4 + 3
+    assert spq.split_sizes == [4, 3] and sum(p.numel() for p in spq.parameters()) == 8 * 7 + 1
+    z = torch.randn(50, 7)
+    spq.init_from_data(z, method="samples")
+    full = StochasticQuantizer(64, 7, init_variance=0.5)
+    full.codebook.weight.data.copy_(spq.lookup(torch.arange(64)))  # every product code, by index
+    ours, reference = spq(z, mode="argmax"), full(z, mode="argmax")
+    assert torch.equal(ours.indices, reference.indices)
+    torch.testing.assert_close(ours.entropy, reference.entropy)  # the groups' entropies add up
+    torch.testing.assert_close(ours.quantized, full.codebook.weight[reference.indices])
+    relaxed = spq(
+        z.requires_grad_(), mode="relaxed", temperature=0.5, generator=torch.Generator().manual_seed(1)
+    )
+    relaxed.quantized.sum().backward()
+    assert z.grad is not None and spq.log_variance.grad is not None
+    assert all(book.weight.grad is not None for book in spq.codebooks)
+    s2 = spq.calibrate_variance(z.detach(), 0.4)
+    entropy = spq(z.detach(), mode="argmax").entropy.mean()
+    assert s2 == pytest.approx(float(spq.variance.detach())) and float(entropy) == pytest.approx(
+        0.4 * math.log(64), rel=1e-3
+    )
+    group = ResidualQuantizer([spq])
+    assert group.stochastic and group(z.detach(), mode="argmax").kl_losses.gt(0).all()  # eq. 6's KL term
+    with pytest.raises(ValueError, match="sq_groups must be in"):
+        StochasticProductQuantizer(16, dim=1, groups=2)
+
+
 def test_samples_init_takes_random_rows_of_the_batch():
     torch.manual_seed(0)
     z = torch.randn(40, 3)
@@ -123,6 +166,13 @@ KINDS = {
     "lfq": {"quantizer": "lfq", "codebook_sizes": 16},
     "gumbel": {"quantizer": "gumbel", "codebook_sizes": 16, "codebook_init": "data"},
     "pq": {"quantizer": "pq", "pq_groups": 2, "codebook_sizes": 16, "codebook_init": "samples"},
+    "sq_product": {
+        "quantizer": "sq",
+        "sq_groups": 2,
+        "codebook_sizes": 16,
+        "codebook_init": "data",
+        "init_variance": 0.03,
+    },
 }
 
 
@@ -134,7 +184,11 @@ def test_every_layout_trains_encodes_decodes_and_round_trips(kind, layout, tmp_p
                   num_stem_downsamples=2, layers_per_resolution=layout, **KINDS[kind])  # fmt: skip
     images = torch.rand(4, 1, 16, 16)
     out = model(images)
-    assert torch.isfinite(out.loss) and out.reconstruction_loss >= 0  # MSE, not the SQ ELBO
+    assert torch.isfinite(out.loss)
+    if kind == "sq_product":  # the SQ ELBO: latent and KL terms per layer
+        assert out.kl_losses.gt(0).all() and out.latent_losses.gt(0).all()
+    else:
+        assert out.reconstruction_loss >= 0  # MSE, not the SQ ELBO
     out.loss.backward()
     assert all(p.grad is not None for n, p in model.named_parameters() if "encoder" in n or "stem" in n)
     if kind == "gumbel":
@@ -150,7 +204,7 @@ def test_every_layout_trains_encodes_decodes_and_round_trips(kind, layout, tmp_p
     assert all(torch.equal(a, b) for a, b in zip(loaded.encode(images), indices))
 
 
-@pytest.mark.parametrize("name", ["tiny_rfsq", "tiny_rlfq", "tiny_rgumbel", "tiny_rpq"])
+@pytest.mark.parametrize("name", ["tiny_rfsq", "tiny_rlfq", "tiny_rgumbel", "tiny_rpq", "tiny_rsqpq"])
 def test_tiny_configs_train_through_the_trainer(name, idx_dataset, tmp_path):
     import json
 
