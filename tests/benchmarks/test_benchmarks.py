@@ -152,3 +152,15 @@ def test_audio_quality_runs_rsq_and_rq_on_spectrograms(audio_folder, tmp_path, c
                                "--override", "data.batch_size=4"])  # fmt: skip
     assert [r["variant"] for r in rows] == ["rsq4", "rq4"] and all(len(r["perplexity"]) == 4 for r in rows)
     assert "| rsq4 | 1 |" in (tmp_path / "results.md").read_text()
+
+
+def test_contextual_prior_settings_are_draft_revise_rounds():
+    import argparse
+
+    import contextual_prior
+
+    assert contextual_prior.parse_setting("8,4,2") == (8, 4, 2)
+    assert contextual_prior.parse_setting("4,4,0") == (4, 4, 0)  # no revise rounds: draft only
+    for bad in ("8,4", "8,x,2", "0,4,2", "-1,4,2"):
+        with pytest.raises(argparse.ArgumentTypeError, match="T_draft"):
+            contextual_prior.parse_setting(bad)
