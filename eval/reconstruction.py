@@ -55,6 +55,7 @@ def evaluate_tokenizer(
         perceptual=perceptual,
         max_images=max_images,
         progress=True,
+        value_range=data.value_range,
     )
     result = {
         "tokenizer": str(Path(model_dir).resolve()),

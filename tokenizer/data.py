@@ -70,6 +70,12 @@ class DataConfig:
         """Clips turned into log-mel spectrograms (``tokenizer/audio.py``) rather than images."""
         return self.source == "audiofolder" or self.audio_column is not None
 
+    @property
+    def value_range(self) -> tuple[float, float] | None:
+        """The range of the model's inputs, to which evaluation clamps reconstructions: (0, 1) for images,
+        None for normalised log-mel spectrograms (unbounded above; compared unclamped)."""
+        return None if self.is_audio else (0.0, 1.0)
+
 
 def load_data_config(path: str | os.PathLike) -> DataConfig:
     """The ``data:`` section of a YAML file (a tokenizer config or a run's ``config.yaml``)."""

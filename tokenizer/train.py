@@ -283,6 +283,7 @@ class TokenizerTrainer(BaseTrainer):
             perceptual=self._perceptual_for_metrics(),
             max_images=self.config.data.max_eval_images,
             progress=progress,
+            value_range=self.config.data.value_range,
         )
 
     validation_keys = ("loss", "rmse", "psnr", "perplexity", "codes_used")

@@ -169,3 +169,34 @@ def test_speech_words_needs_espeak_ng_and_says_so(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="apt-get install -y espeak-ng"):
         make_speech_words.build(tmp_path)
     assert len(make_speech_words.WORDS) == 30 and len(set(make_speech_words.WORDS)) == 30
+
+
+class _Identity(torch.nn.Module):
+    """A stand-in tokenizer whose reconstruction is its input (one layer, two codes)."""
+
+    num_layers, codebook_sizes = 1, [2]
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, x):
+        from types import SimpleNamespace
+
+        indices = [torch.zeros(x.shape[0], 2, 2, dtype=torch.long)]
+        return SimpleNamespace(sample=x, loss=torch.zeros(()), kl_losses=torch.zeros(1), indices=indices)
+
+
+def test_spectrograms_are_scored_unclamped_images_on_their_range():
+    from tokenizer.metrics import evaluate_reconstruction
+
+    spectrograms = torch.randn(4, 1, 8, 8) * 2  # normalised log-mel: outside [0, 1] on both sides
+    loader = [(spectrograms, torch.zeros(4, dtype=torch.long))]
+    exact = evaluate_reconstruction(_Identity(), loader, value_range=None)
+    assert exact.rmse == 0.0 and exact.psnr == float("inf") and exact.ssim == pytest.approx(1.0, abs=1e-4)
+    clamped = evaluate_reconstruction(_Identity(), loader)  # the image default clamps into [0, 1]
+    assert clamped.rmse == pytest.approx(
+        (spectrograms - spectrograms.clamp(0, 1)).pow(2).mean().sqrt().item(), rel=1e-5
+    )
+    assert DataConfig(source="audiofolder", path="x").value_range is None
+    assert DataConfig().value_range == (0.0, 1.0)
