@@ -63,27 +63,32 @@ OUTPUT_TERMS = (
 )
 
 
-def _display(images: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor]:
+def _display(images: torch.Tensor, *others: torch.Tensor, spectrogram: bool = False) -> list[torch.Tensor]:
     """``images`` and ``others`` in [0, 1] for a grid: values outside [0, 1] (e.g. normalised log-mel
-    spectrograms) are shown on the originals' range."""
+    spectrograms) are shown on the originals' range; a spectrogram is drawn with its low mel bands at the bottom."""
     low, high = float(images.min()), float(images.max())
     tensors = [images, *others]
     if low < 0 or high > 1:
         tensors = [(x - low) / max(high - low, 1e-12) for x in tensors]
+    if spectrogram:
+        tensors = [x.flip(-2) for x in tensors]
     return [x.clamp(0, 1) for x in tensors]
 
 
-def save_reconstruction_grid(model, images: torch.Tensor, path: Path, title: str) -> None:
+def save_reconstruction_grid(
+    model, images: torch.Tensor, path: Path, title: str, spectrogram: bool = False
+) -> None:
     """Originals above their reconstructions (argmax codes, eval mode), rows labelled, ``title`` on top."""
     was_training = model.training
     model.eval()
     with torch.no_grad():
         reconstruction = model(images).sample.float()
     model.train(was_training)
-    save_labelled_grid(path, *reconstruction_rows(*_display(images, reconstruction)), title=title)
+    rows = _display(images, reconstruction, spectrogram=spectrogram)
+    save_labelled_grid(path, *reconstruction_rows(*rows), title=title)
 
 
-def save_layer_grid(model, images: torch.Tensor, path: Path, title: str) -> None:
+def save_layer_grid(model, images: torch.Tensor, path: Path, title: str, spectrogram: bool = False) -> None:
     """Originals, then their reconstructions from the top 1, 2, ..., L layers' argmax codes (the lower layers
     left out, as in the paper's Figures 4 and 13): what each layer adds."""
     was_training = model.training
@@ -94,7 +99,7 @@ def save_layer_grid(model, images: torch.Tensor, path: Path, title: str) -> None
         partial = [model.decode_indices(indices, num_layers=n).float() for n in counts]
     model.train(was_training)
     labels = ["original"] + [f"top {n} layer{'s' if n > 1 else ''}" for n in counts]
-    save_labelled_grid(path, _display(images, *partial), labels, title=title)
+    save_labelled_grid(path, _display(images, *partial, spectrogram=spectrogram), labels, title=title)
 
 
 class TokenizerTrainer(BaseTrainer):
@@ -306,6 +311,7 @@ class TokenizerTrainer(BaseTrainer):
             self.validation_set_images(self.config.logging.grid_images),
             path,
             title=f"validation images and their reconstructions (argmax codes, {weights} at step {self.step})",
+            spectrogram=self.config.data.is_audio,
         )
 
     def finish(self, images_seen: int, elapsed: float) -> dict:
@@ -336,7 +342,8 @@ class TokenizerTrainer(BaseTrainer):
         images = self.validation_set_images(8)
         if model.num_layers > 1:
             save_layer_grid(model, images, self.output_dir / "reconstructions_by_layers.png",
-                            title=f"validation images decoded from their top layers only (step {self.step})")  # fmt: skip
+                            title=f"validation images decoded from their top layers only (step {self.step})",
+                            spectrogram=cfg.data.is_audio)  # fmt: skip
         if cfg.data.is_audio:  # listening aid: Griffin-Lim of originals and reconstructions, same inversion
             write_listening_samples(model, images[:4], cfg.data.audio, self.output_dir / "listening")
         logger.info(

@@ -200,3 +200,13 @@ def test_spectrograms_are_scored_unclamped_images_on_their_range():
     )
     assert DataConfig(source="audiofolder", path="x").value_range is None
     assert DataConfig().value_range == (0.0, 1.0)
+
+
+def test_spectrogram_grids_put_the_low_mel_bands_at_the_bottom():
+    from tokenizer.train import _display
+
+    bands = (torch.arange(4.0) - 1).reshape(1, 1, 4, 1)  # mel band 0 lowest (-1) ... band 3 highest (2)
+    (shown,) = _display(bands, spectrogram=True)
+    assert shown.flatten().tolist() == pytest.approx([1.0, 2 / 3, 1 / 3, 0.0])  # band 0 drawn in the last row
+    (image,) = _display(bands.clamp(0, 1))
+    assert image.flatten().tolist() == [0.0, 0.0, 1.0, 1.0]  # images: unchanged
