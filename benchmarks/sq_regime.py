@@ -6,8 +6,9 @@ The SQ objective (eq. 6) pays for information in its KL term, at most KL_max = s
 while an e-fold cut of the MSE is worth D/2 nats (ML decoder variance). ``rho`` = (D/2) / KL_max
 (``HQVAE.rate_regime``) is changed here by real means: image size and channels (Fashion-MNIST 32x32, RGB
 photograph patches at 32x32 and 64x64, from ``benchmarks/photo_patches.py``), the number of latent positions,
-the codebook size and a three-level hierarchy. Every cell trains the same architecture, data, optimiser (Adam
-lr 1e-3, betas (0.9, 0.9)), batch 32, step budget and seeds for each variant:
+the codebook size and a three-level hierarchy; the ``*_8x8x4_k8_shared`` cells are residual (RSQ-VAE against
+RQ-VAE) with the audio benchmark's K = 8 codebook shared by 4 depths. Every cell trains the same architecture,
+data, optimiser (Adam lr 1e-3, betas (0.9, 0.9)), batch 32, step budget and seeds for each variant:
 
 - ``sq``: SQ-VAE-2 with N(0, 1) codes and s^2 init 3; ``sq_data``: k-means codes from the first batch and s^2
   init 0.03 (``docs/sq_vs_vq.md``); both with tau = exp(-r t) decaying to ``--final-temperature`` (0.3);
@@ -53,6 +54,13 @@ CELLS: dict[str, dict] = {
     "photo64_4x4+8x8+16x16_k512": dict(
         data="photo", size=64, channels=3, layers=[1, 1, 1], codes=512, stem=2
     ),
+    # residual (RSQ-VAE / RQ-VAE) cells with the audio benchmark's codebook: K = 8 shared by 4 depths (Table 2)
+    "fmnist32_8x8x4_k8_shared": dict(
+        data="fashion_mnist", size=32, channels=1, layers=[4], codes=8, stem=2, share=True
+    ),
+    "photo32_8x8x4_k8_shared": dict(
+        data="photo", size=32, channels=3, layers=[4], codes=8, stem=2, share=True
+    ),
 }
 VQ_EMA = {"quantizer": "vq", "commitment_cost": 0.25, "codebook_update": "ema", "ema_decay": 0.99}
 VARIANTS: dict[str, dict] = {
@@ -73,6 +81,7 @@ def cell_model(cell: dict, variant: str) -> dict:
         "num_stem_downsamples": cell["stem"],
         "layers_per_resolution": cell["layers"],
         "codebook_sizes": cell["codes"],
+        "share_codebook": cell.get("share", False),
         **VARIANTS[variant],
     }
 

@@ -97,6 +97,13 @@ def extract(
         raise ValueError(f"shard_size and batch_size must be >= 1, got {shard_size}, {batch_size}")
     state = PartialState()
     model_dir, data = tokenizer_and_data(tokenizer, weights, data_config)
+    if data.is_audio:
+        # the priors' code grids, sample grids and pipeline assume square images in [0, 1] (latent shapes from
+        # data.image_size, decoded outputs clamped to the image range): spectrogram codes would be mis-shaped
+        raise NotImplementedError(
+            f"priors on spectrogram codes are not supported yet: {tokenizer} is a tokenizer trained on audio "
+            f"(data.source={data.source!r}); code extraction takes image tokenizers"
+        )
     model = HQVAE.from_pretrained(model_dir).to(state.device).eval()
     datasets = dict(zip(SPLITS, build_datasets(data, model.config.in_channels)))
     unknown = [s for s in splits if s not in datasets or datasets[s] is None]

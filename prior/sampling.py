@@ -7,6 +7,8 @@ Conditioning on coarser code levels is never dropped: both passes see it.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 from collections.abc import Sequence
 
@@ -33,6 +35,20 @@ def guidance_at(step_index: int, num_steps: int, guidance_scale: float, schedule
     else:
         raise ValueError(f"guidance_schedule must be one of {GUIDANCE_SCHEDULES}, got {schedule!r}")
     return 1.0 + (guidance_scale - 1.0) * weight
+
+
+def cached_forward(module: torch.nn.Module, inputs: torch.Tensor, cache):
+    """``module(inputs_embeds=inputs)`` of a transformers decoder feeding and growing the KV ``cache`` in place.
+
+    transformers 5.x takes the cache as ``cache`` (``past_key_values`` is deprecated there, removed in 5.40);
+    4.x as ``past_key_values``. The ``DynamicCache`` is updated in place, so the output's cache field (whose
+    old name also warns) is not read back."""
+    return module(inputs_embeds=inputs, use_cache=True, **{_cache_argument(type(module)): cache})
+
+
+@functools.cache
+def _cache_argument(decoder: type) -> str:
+    return "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
 
 
 def check_guidance(guidance_scale: float, num_classes: int) -> None:
@@ -177,8 +193,7 @@ def sample_rq(
     spatial_in = model.start_tokens(run_labels)  # (runs, 1, d): the inputs not yet fed
     for t in progress_bar(range(model.num_tokens), desc="RQ-Transformer", disable=not progress, leave=False):
         if use_cache:
-            out = model.spatial(inputs_embeds=spatial_in, past_key_values=spatial_cache, use_cache=True)
-            spatial_cache = out.past_key_values
+            out = cached_forward(model.spatial, spatial_in, spatial_cache)
         else:
             out = model.spatial(inputs_embeds=spatial_in)
         context = out.last_hidden_state[:, -1]  # h_t, (runs, d)
@@ -188,10 +203,7 @@ def sample_rq(
             known = position[:, :d].repeat(runs // batch, 1)
             inputs = model.depth_inputs(context, known)  # (runs, d+1, hidden)
             if use_cache:
-                hidden = model.depth_transformer(
-                    inputs_embeds=inputs[:, -1:], past_key_values=depth_cache, use_cache=True
-                )
-                depth_cache = hidden.past_key_values
+                hidden = cached_forward(model.depth_transformer, inputs[:, -1:], depth_cache)
             else:
                 hidden = model.depth_transformer(inputs_embeds=inputs)
             head = model.heads[d]

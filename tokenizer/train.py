@@ -251,7 +251,12 @@ class TokenizerTrainer(BaseTrainer):
         return record
 
     def progress_postfix(self, record: dict) -> dict:
-        return {"loss": f"{record['loss']:.1f}", "tau": f"{record['temperature']:.3f}"}
+        # 4 significant digits: a VQ loss (an MSE ~1e-3) and an SQ ELBO (~-1e3) both stay readable; tau only where
+        # a Gumbel-softmax relaxation uses it
+        postfix = {"loss": f"{record['loss']:.4g}"}
+        if self.unwrapped.config.quantizer in ("sq", "gumbel"):
+            postfix["tau"] = f"{record['temperature']:.3f}"
+        return postfix
 
     def _global_usage(self, indices: list[torch.Tensor]) -> tuple[list[float], list[int]]:
         """Per-layer perplexity and distinct codes of this step's batch over *all* processes (a collective)."""

@@ -164,3 +164,18 @@ def test_contextual_prior_settings_are_draft_revise_rounds():
     for bad in ("8,4", "8,x,2", "0,4,2", "-1,4,2"):
         with pytest.raises(argparse.ArgumentTypeError, match="T_draft"):
             contextual_prior.parse_setting(bad)
+
+
+def test_sq_regime_residual_cells_share_the_audio_benchmarks_codebook():
+    import math
+
+    from tokenizer import HQVAE
+
+    cell = sq_regime.CELLS["fmnist32_8x8x4_k8_shared"]
+    model = HQVAE(**sq_regime.cell_model(cell, "vq_data"))
+    assert model.config.share_codebook and list(model.codebook_sizes) == [8] * 4
+    # the same rho as the 4-layer audio cell: 512 / (64 positions x 4 depths x ln 8)
+    assert sq_regime.regime(cell)["rho"] == pytest.approx(512 / (256 * math.log(8)))
+    assert not HQVAE(
+        **sq_regime.cell_model(sq_regime.CELLS["fmnist32_4x4+8x8_k64"], "sq")
+    ).config.share_codebook

@@ -1,3 +1,6 @@
+import logging
+import warnings
+
 import pytest
 import torch
 
@@ -179,6 +182,33 @@ def test_rq_kv_cached_sampling_equals_uncached():
         a = sample_rq(model, labels, generator=torch.Generator().manual_seed(5), use_cache=True, **kwargs)
         b = sample_rq(model, labels, generator=torch.Generator().manual_seed(5), use_cache=False, **kwargs)
         assert a.shape == (3, 3, 2, 3) and torch.equal(a, b)
+
+
+def test_kv_cache_is_passed_by_the_installed_transformers_name_without_deprecation(monkeypatch):
+    # transformers 4.x: ``past_key_values=``; 5.x: ``cache=`` (the old name warns, removed in 5.40)
+    class OldDecoder(torch.nn.Module):
+        def forward(self, inputs_embeds, use_cache=False, past_key_values=None):
+            past_key_values.append(inputs_embeds.shape[1])
+            return inputs_embeds
+
+    grown = []
+    sampling.cached_forward(OldDecoder(), torch.zeros(1, 2, 4), grown)
+    assert grown == [2]
+
+    from transformers import DynamicCache
+
+    logged = []
+    monkeypatch.setattr(logging.Logger, "warning_once", lambda self, *args, **kw: logged.append(args))
+    monkeypatch.setattr(logging.Logger, "warning", lambda self, *args, **kw: logged.append(args))
+    model, cache = rq_prior(), DynamicCache()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for length in (3, 1):
+            sampling.cached_forward(model.spatial, torch.zeros(2, length, 32), cache)
+        sample_rq(model, torch.tensor([0, 1]), generator=torch.Generator().manual_seed(0))
+    assert cache.get_seq_length() == 4, "the cache must grow in place"
+    messages = [str(w.message) for w in caught] + [" ".join(map(str, args)) for args in logged]
+    assert not [m for m in messages if "deprecat" in m.lower()], messages
 
 
 def test_rq_sampling_logits_match_teacher_forcing(monkeypatch):

@@ -98,6 +98,11 @@ def test_a_tiny_rsqvae_trains_on_spectrograms_and_its_run_keeps_the_scale(audio_
     assert (
         rate == recorded.sample_rate and len(waveform) == recorded.num_samples and np.abs(waveform).max() > 0
     )
+    from prior.extract import extract
+
+    # the priors take image codes only (square grids, outputs clamped to [0, 1]): refused, saying why
+    with pytest.raises(NotImplementedError, match="spectrogram codes are not supported"):
+        extract(tmp_path, tmp_path / "codes")
 
 
 def _spectral_convergence(reference: np.ndarray, estimate: np.ndarray) -> float:
