@@ -7,7 +7,9 @@ while an e-fold cut of the MSE is worth D/2 nats (ML decoder variance). ``rho`` 
 (``HQVAE.rate_regime``) is changed here by real means: image size and channels (Fashion-MNIST 32x32, RGB
 photograph patches at 32x32 and 64x64, from ``benchmarks/photo_patches.py``), the number of latent positions,
 the codebook size and a three-level hierarchy; the ``*_8x8x4_k8_shared`` cells are residual (RSQ-VAE against
-RQ-VAE) with the audio benchmark's K = 8 codebook shared by 4 depths. Every cell trains the same architecture,
+RQ-VAE) with the audio benchmark's K = 8 codebook shared by 4 depths; the ``fmnist32rgb_*`` cells repeat
+Fashion-MNIST's grey value in 3 channels (same content, rho x 3: a test of the rate argument at fixed
+content). Every cell trains the same architecture,
 data, optimiser (Adam lr 1e-3, betas (0.9, 0.9)), batch 32, step budget and seeds for each variant:
 
 - ``sq``: SQ-VAE-2 with N(0, 1) codes and s^2 init 3; ``sq_data``: k-means codes from the first batch and s^2
@@ -60,6 +62,14 @@ CELLS: dict[str, dict] = {
     ),
     "photo32_8x8x4_k8_shared": dict(
         data="photo", size=32, channels=3, layers=[4], codes=8, stem=2, share=True
+    ),
+    # Fashion-MNIST with its grey value repeated in 3 channels: the same content and positions, D tripled, so
+    # rho x 3 -- for the SQ objective the same as weighting the KL by 1/3 (ML decoder variance, eq. 6)
+    "fmnist32rgb_4x4+8x8_k512": dict(
+        data="fashion_mnist", size=32, channels=3, layers=[1, 1], codes=512, stem=2
+    ),
+    "fmnist32rgb_8x8x4_k8_shared": dict(
+        data="fashion_mnist", size=32, channels=3, layers=[4], codes=8, stem=2, share=True
     ),
 }
 VQ_EMA = {"quantizer": "vq", "commitment_cost": 0.25, "codebook_update": "ema", "ema_decay": 0.99}

@@ -61,6 +61,8 @@ VARIANTS: dict[str, dict] = {
     "fsq2": {**INJECTED, "quantizer": "fsq", "fsq_levels": [8, 8, 8]},
     "lfq2": {**INJECTED, "quantizer": "lfq"},
     "lfq2_norm": {**INJECTED, "quantizer": "lfq", "lfq_input_norm": True},  # standardised rows into the bits
+    # + a soft entropy penalty (inverse temperature 1 instead of 100): its batch-entropy gradient stays alive
+    "lfq2_norm_soft": {**INJECTED, "quantizer": "lfq", "lfq_input_norm": True, "lfq_inv_temperature": 1.0},
     "gumbel2": {**INJECTED, "quantizer": "gumbel"},
     "pq2": {**INJECTED, **VQ, "quantizer": "pq", "pq_groups": 3},  # 512 = 8^3: three 8-code EMA codebooks
     "rfsq": {**RESIDUAL, "quantizer": "fsq", "fsq_levels": [4, 4, 4]},

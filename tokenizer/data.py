@@ -91,7 +91,12 @@ def build_datasets(config: DataConfig, channels: int):
 
         return build_audio_datasets(config)
     if config.source == "fashion_mnist":
-        kwargs = dict(image_size=config.image_size, validation_size=config.validation_size, root=config.path)
+        kwargs = dict(
+            image_size=config.image_size,
+            validation_size=config.validation_size,
+            root=config.path,
+            channels=channels,
+        )
         return (
             FashionMNIST("train", **kwargs),
             FashionMNIST("validation", **kwargs),
@@ -205,7 +210,8 @@ def _load_fashion_mnist_arrays(split: str, root: str | os.PathLike | None) -> tu
 
 
 class FashionMNIST(Dataset):
-    """Fashion-MNIST as (image, label): image (1, S, S) float in [0, 1], zero-padded to S = ``image_size``.
+    """Fashion-MNIST as (image, label): image (C, S, S) float in [0, 1], zero-padded to S = ``image_size``;
+    ``channels`` 1 (as stored) or 3 (the grey value repeated, as ``ImageDataset`` converts grey images to RGB).
 
     ``split``: "train" (the first ``60000 - validation_size`` training images), "validation" (the last
     ``validation_size`` training images, a fixed split) or "test" (the 10,000 test images).
@@ -214,8 +220,16 @@ class FashionMNIST(Dataset):
     label_names = FASHION_MNIST_LABELS
 
     def __init__(
-        self, split: str = "train", image_size: int = 32, validation_size: int = 5000, root: str | None = None
+        self,
+        split: str = "train",
+        image_size: int = 32,
+        validation_size: int = 5000,
+        root: str | None = None,
+        channels: int = 1,
     ):
+        if channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3 for Fashion-MNIST (grey images), got {channels}")
+        self.channels = channels
         if split not in ("train", "validation", "test"):
             raise ValueError(f"split must be 'train', 'validation' or 'test', got {split!r}")
         if image_size < 28:
@@ -237,7 +251,7 @@ class FashionMNIST(Dataset):
         return len(self.images)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.images[index], self.labels[index]
+        return self.images[index].expand(self.channels, -1, -1), self.labels[index]
 
 
 # --------------------------------------------------------------------------------------------------------------

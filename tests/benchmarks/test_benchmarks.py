@@ -179,3 +179,32 @@ def test_sq_regime_residual_cells_share_the_audio_benchmarks_codebook():
     assert not HQVAE(
         **sq_regime.cell_model(sq_regime.CELLS["fmnist32_4x4+8x8_k64"], "sq")
     ).config.share_codebook
+
+
+def test_rgb_fashion_mnist_cell_triples_rho_and_error_split_adds_up(idx_dataset, tmp_path, capsys):
+    import error_split
+
+    grey, rgb = (sq_regime.CELLS[f"fmnist32{c}_8x8x4_k8_shared"] for c in ("", "rgb"))
+    assert sq_regime.regime(rgb)["rho"] == pytest.approx(3 * sq_regime.regime(grey)["rho"])
+    cell = "fmnist32rgb_8x8x4_k8_shared"
+    args = ["--steps", "2", "--cells", cell, "--variants", "vq_data", "--output", str(tmp_path)]
+    sq_regime.FASHION_MNIST["validation_size"] = 16
+    try:
+        sq_regime.main(args + ["--fashion-mnist-path", str(idx_dataset)])
+    finally:
+        sq_regime.FASHION_MNIST["validation_size"] = 5000
+    run_dir = tmp_path / cell / "vq_data"
+    (row,) = error_split.main([str(run_dir), "--output", str(tmp_path / "split.json")])
+    assert "| " + str(run_dir) in capsys.readouterr().out
+    assert row["block"] == 4  # 32 pixels / 8 positions
+    # the test RMSE of the trainer's own evaluation, split into parts that add up to it
+    test_rmse = json.loads((tmp_path / "results.json").read_text())[0]["rmse"]
+    assert row["rmse"] == pytest.approx(test_rmse, rel=1e-4)
+    assert row["zero_pixel_share"] + row["content_pixel_share"] == pytest.approx(1)
+    assert row["zero_error_share"] + row["content_error_share"] == pytest.approx(1)
+    assert 0 < row["empty_pixel_share"] <= row["zero_pixel_share"] < 1  # empty positions are zeros
+    combined = (
+        row["zero_pixel_share"] * row["zero_rmse"] ** 2
+        + row["content_pixel_share"] * row["content_rmse"] ** 2
+    )
+    assert combined == pytest.approx(row["rmse"] ** 2)

@@ -37,6 +37,8 @@ def test_idx_reader_and_fashion_mnist_splits(idx_dataset):
     assert image.shape == (1, 32, 32) and image.min() >= 0 and image.max() <= 1
     assert image[0, :2].abs().sum() == 0  # zero padding of 2 pixels on each side
     assert 0 <= int(label) < 10
+    rgb = FashionMNIST("train", root=str(idx_dataset), validation_size=16, channels=3)
+    assert rgb[0][0].shape == (3, 32, 32) and all(torch.equal(c, image[0]) for c in rgb[0][0])
 
 
 def test_fashion_mnist_bad_arguments(idx_dataset, tmp_path):
@@ -44,6 +46,8 @@ def test_fashion_mnist_bad_arguments(idx_dataset, tmp_path):
         FashionMNIST("val", root=str(idx_dataset))
     with pytest.raises(ValueError, match="image_size must be >= 28"):
         FashionMNIST("train", root=str(idx_dataset), image_size=16)
+    with pytest.raises(ValueError, match="channels must be 1 or 3 .* got 4"):
+        FashionMNIST("train", root=str(idx_dataset), channels=4)
     with pytest.raises(FileNotFoundError, match="idx files not found"):
         FashionMNIST("train", root=str(tmp_path))
     (tmp_path / "bad.gz").write_bytes(b"not an idx file")
