@@ -3,7 +3,8 @@ clear line that names the bad value or file and says what was expected, never a 
 
 Library calls must raise ``ValueError`` (or ``OSError`` for files) with a one-line message matching the entry;
 commands must exit with status 2 and end stderr with an ``error:`` line matching it (``run_cli`` or argparse).
-Add an entry whenever a new way to get it wrong is found; docs/hardening.md lists what is handled by design.
+Add an entry whenever a new way to get it wrong is found; the README's configuration section lists what is
+handled by design rather than refused.
 """
 
 import contextlib
@@ -21,6 +22,7 @@ from tests.pipelines.test_pipeline import contextual_pipeline, masked_pipeline, 
 from tokenizer import HQVAE
 from tokenizer.config import load_config
 from tokenizer.console import run_cli
+from tokenizer.data import FashionMNIST
 from tokenizer.train import TrainConfig
 
 TOKENIZER_CONFIG = ROOT / "configs" / "tokenizer" / "tiny_sqvae2.yaml"
@@ -134,6 +136,7 @@ API = [
     ("config perceptual", _cfg("losses.perceptual_weight=-1"), "losses.perceptual_weight must be >= 0"),
     ("config gan start", _cfg("losses.adversarial_start_step=-5"), "losses.adversarial_start_step must be >= 0"),
     ("config bad-image policy", _cfg("data.on_bad_image=ignore"), "data.on_bad_image: expected one of"),
+    ("fashion-mnist channels", lambda o: FashionMNIST("train", channels=2), "channels must be 1 or 3 .* got 2"),
 ]
 # fmt: on
 
