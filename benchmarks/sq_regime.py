@@ -20,7 +20,8 @@ data, optimiser (Adam lr 1e-3, betas (0.9, 0.9)), batch 32, step budget and seed
 Per cell the table gives the ratios of mean test RMSE SQ / VQ at each initialisation and the better SQ over
 VQ + reset, then per variant the test RMSE (mean ± std over seeds), per-layer perplexity and codes used, the
 measured test KL next to KL_max, and SQ's final s^2 and entropy. Results (``results.json``, ``results.md``, ``regime.png``: the ratios
-against rho) land in ``runs/benchmarks/sq_regime_<steps>/``; a killed sweep resumes where it stopped.
+against rho) land in ``runs/benchmarks/sq_regime_<steps>/``; a killed sweep resumes where it stopped, and
+``--extend-from`` continues a shorter sweep's runs to a longer budget (``tokenizer_quality.seed_from_shorter``).
 """
 
 from __future__ import annotations
@@ -119,8 +120,10 @@ def run(
     data_root: Path,
     fashion_mnist_path: str | None = None,
     variance_lr_multiplier: float = 1.0,
+    extend_root: Path | None = None,
 ) -> list[dict]:
-    """Every cell x variant x seed (seed-major, then cell), saving ``results.json`` after each run."""
+    """Every cell x variant x seed (seed-major, then cell), saving ``results.json`` after each run;
+    ``extend_root``: a sweep at a shorter budget whose runs of the same names these continue."""
     rows = []
     for seed in seeds:
         for name in cells:
@@ -128,11 +131,15 @@ def run(
             data = cell_data(cell, data_root, fashion_mnist_path)
             for variant in variants:
                 model = cell_model(cell, variant)
-                run_dir = out_root / name / (variant if seed == 0 else f"{variant}_seed{seed}")
+                run_name = Path(name) / (variant if seed == 0 else f"{variant}_seed{seed}")
+                run_dir = out_root / run_name
                 sq_only = (
                     {"variance_lr_multiplier": variance_lr_multiplier} if model["quantizer"] == "sq" else {}
                 )
-                result = train_or_read(model, data, steps, seed, run_dir, final_temperature, sq_only)
+                extend_from = None if extend_root is None else extend_root / run_name
+                result = train_or_read(
+                    model, data, steps, seed, run_dir, final_temperature, sq_only, extend_from=extend_from
+                )
                 rows.append(
                     {"cell": name, "variant": variant, "seed": seed, "model": model, **regime(cell), **result}
                 )
@@ -259,6 +266,13 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--final-temperature", type=float, default=0.3, help="tau at the last step")
     parser.add_argument("--output", type=Path, default=None)
+    parser.add_argument(
+        "--extend-from",
+        type=Path,
+        default=None,
+        help="a sweep folder at a shorter budget: each run starts from its namesake's last checkpoint there "
+        "(same settings; keep the Gumbel decay r by choosing --final-temperature exp(-r * steps))",
+    )
     parser.add_argument("--data-root", type=Path, default=Path("runs/data"), help="photo patch sets")
     parser.add_argument("--fashion-mnist-path", default=None, help="idx files (default: Debian's)")
     parser.add_argument(
@@ -280,6 +294,7 @@ def main(argv=None):
         args.data_root,
         args.fashion_mnist_path,
         args.variance_lr_multiplier,
+        args.extend_from,
     )
     table = to_markdown(rows, args.steps)
     (out_root / "results.md").write_text(table)

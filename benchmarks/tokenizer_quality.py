@@ -12,7 +12,9 @@ over seeds, which shows collapse) and one line per run (with throughput and the 
 s_l^2 and the mean quantization entropy: self-annealing, paper Figure 4b/4d). Results land in
 ``runs/benchmarks/tokenizer_quality_<steps>/`` (``results.json``, ``results.md``, one run folder per variant
 and seed). Runs are sequential in this process; a killed sweep resumes: finished runs are read back from their
-``metrics.json`` and an unfinished one continues from its last checkpoint.
+``metrics.json`` and an unfinished one continues from its last checkpoint. ``--extend-from <shorter sweep>``
+continues each run of a finished sweep to a longer ``--steps`` without repeating the steps it already trained
+(``seed_from_shorter``: the same settings are required; bit-identical to training the longer budget at once).
 """
 
 from __future__ import annotations
@@ -94,11 +96,13 @@ def train_or_read(
     final_temperature: float | None = 0.3,
     optimizer: dict | None = None,
     probe: bool = False,
+    extend_from: Path | None = None,
 ) -> dict:
     """Trains one tokenizer (batch 32, Adam lr 1e-3 with the trainer's betas), resumes an unfinished run from
     its checkpoint, or reads a finished run's ``metrics.json`` back; returns the metrics (+ s^2 and entropy
     start -> end for SQ). tau ends at ``final_temperature`` unless ``model`` sets ``temperature_decay``;
-    ``optimizer``: further ``optimizer:`` settings (e.g. ``variance_lr_multiplier``)."""
+    ``optimizer``: further ``optimizer:`` settings (e.g. ``variance_lr_multiplier``). ``extend_from``: a
+    shorter run of the same configuration whose last checkpoint this run starts from (``seed_from_shorter``)."""
     if "temperature_decay" in model:
         final_temperature = None
     config = from_dict(
@@ -122,6 +126,8 @@ def train_or_read(
             },
         },
     )
+    if extend_from is not None:
+        seed_from_shorter(Path(extend_from), config)
     result = TokenizerTrainer.train_or_resume(config)
     if probe:
         probe_file = run_dir / "probe.json"
@@ -136,6 +142,61 @@ def train_or_read(
     return result
 
 
+def seed_from_shorter(source: Path, config) -> bool:
+    """Starts ``config``'s run from the last checkpoint of ``source``, a shorter run of the same configuration
+    (a 30,000-step run extended to 50,000 steps without repeating its first 30,000); returns whether it did.
+
+    Nothing is done when the new run already has a checkpoint or is finished. Everything but the budget must be
+    the same: model (the Gumbel decay r within 1e-6 relative, so the extended tau = exp(-r t) continues the
+    same curve: choose ``final_temperature`` accordingly), data, seed and optimiser settings; a mismatch raises
+    ``ValueError`` naming the first differing setting. The continuation is the run the longer budget would
+    have trained, except that the plateau scheduler also saw the shorter run's final validation.
+    """
+    import shutil
+
+    import yaml
+
+    from tokenizer.config import to_dict
+    from tokenizer.trainer import is_finished
+    from tokenizer.training_utils import CheckpointManager
+
+    target = Path(config.output_dir)
+    if is_finished(target) or CheckpointManager(target / "checkpoints").latest() is not None:
+        return False
+    checkpoint = CheckpointManager(source / "checkpoints").latest()
+    if checkpoint is None or not (source / "config.yaml").exists():
+        raise ValueError(f"extend from {source}: no complete checkpoint and config.yaml there")
+    old, new = yaml.safe_load((source / "config.yaml").read_text()), to_dict(config)
+    old_steps, new_steps = old["optimizer"]["max_steps"], new["optimizer"]["max_steps"]
+    if old_steps >= new_steps:
+        raise ValueError(f"extend from {source}: it ran {old_steps} steps, not fewer than {new_steps}")
+    decays = (old["model"].pop("temperature_decay", None), new["model"].pop("temperature_decay", None))
+    if (None in decays and decays[0] != decays[1]) or (
+        None not in decays and abs(decays[0] - decays[1]) > 1e-6 * abs(decays[1])
+    ):
+        raise ValueError(f"extend from {source}: model.temperature_decay {decays[0]} there, {decays[1]} here")
+    for section in ("model", "data", "optimizer", "seed", "losses"):
+        before, after = old[section], new[section]
+        if isinstance(after, dict):
+            before = {k: v for k, v in before.items() if k not in ("max_steps", "final_temperature")}
+            after = {k: v for k, v in after.items() if k not in ("max_steps", "final_temperature")}
+            differing = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+            if differing:
+                key = differing[0]
+                raise ValueError(
+                    f"extend from {source}: {section}.{key} is {before.get(key)!r} there, {after.get(key)!r} here"
+                )
+        elif before != after:
+            raise ValueError(f"extend from {source}: {section} is {before!r} there, {after!r} here")
+    (target / "checkpoints").mkdir(parents=True, exist_ok=True)
+    shutil.copytree(checkpoint, target / "checkpoints" / checkpoint.name)
+    (target / "checkpoints" / "latest").write_text(checkpoint.name + "\n")
+    for log in ("history.jsonl", "validation.jsonl"):  # the s^2 / entropy trajectories start at step 0
+        if (source / log).exists():
+            shutil.copyfile(source / log, target / log)
+    return True
+
+
 def run_one(
     name: str,
     steps: int,
@@ -148,9 +209,11 @@ def run_one(
     final_temperature: float = 0.3,
     probe: bool = False,
     optimizer: dict | None = None,
+    extend_from: Path | None = None,
 ) -> dict:
     """One variant at one seed on Fashion-MNIST; returns its row. ``common``: model arguments given to every
-    variant alike (e.g. ``codebook_init``), SQ and VQ; ``optimizer``: ``optimizer:`` settings for all alike."""
+    variant alike (e.g. ``codebook_init``), SQ and VQ; ``optimizer``: ``optimizer:`` settings for all alike;
+    ``extend_from``: the same run at a shorter budget, continued from its last checkpoint."""
     model = {**ARCH, **(common or {}), **VARIANTS[name]}
     if model.get("quantizer") == "sq":
         model.update({k: v for k, v in sq_overrides.items() if k not in VARIANTS[name]})
@@ -159,7 +222,7 @@ def run_one(
         "variant": name,
         "seed": seed,
         "model": model,
-        **train_or_read(model, data, steps, seed, run_dir, final_temperature, optimizer, probe),
+        **train_or_read(model, data, steps, seed, run_dir, final_temperature, optimizer, probe, extend_from),
     }
 
 
@@ -175,8 +238,10 @@ def run(
     final_temperature: float = 0.3,
     probe: bool = False,
     optimizer: dict | None = None,
+    extend_root: Path | None = None,
 ) -> list[dict]:
-    """Every variant at every seed (seed-major, so a partial sweep already covers all variants once)."""
+    """Every variant at every seed (seed-major, so a partial sweep already covers all variants once);
+    ``extend_root``: a sweep at a shorter budget whose runs of the same names these continue."""
     rows = []
     for seed in seeds:
         for name in variants:
@@ -194,6 +259,7 @@ def run(
                     final_temperature,
                     probe,
                     optimizer,
+                    None if extend_root is None else extend_root / run_dir.name,
                 )
             )
             (out_root / "results.json").write_text(json.dumps(rows, indent=2))
@@ -296,6 +362,13 @@ def main(argv=None):
         help="Adam betas of every variant (the trainer's default (0.9, 0.9), appendix F; torch's (0.9, 0.999))",
     )
     parser.add_argument("--output", type=Path, default=None)
+    parser.add_argument(
+        "--extend-from",
+        type=Path,
+        default=None,
+        help="a sweep folder at a shorter budget: each run starts from its namesake's last checkpoint there "
+        "(same settings; keep the Gumbel decay r by choosing --final-temperature exp(-r * steps))",
+    )
     parser.add_argument("--validation-size", type=int, default=5000, help="training images held out")
     parser.add_argument(
         "--data-path", default=None, help="folder with Fashion-MNIST idx files (default: Debian's)"
@@ -321,6 +394,7 @@ def main(argv=None):
         args.final_temperature,
         args.probe,
         {"betas": tuple(args.betas)},
+        args.extend_from,
     )
     table = to_markdown(rows, args.steps, args.betas)
     (out_root / "results.md").write_text(table)

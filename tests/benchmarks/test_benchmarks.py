@@ -1,11 +1,13 @@
 """Smoke tests: the benchmark scripts still run end to end (tiny budgets; their numbers are not checked)."""
 
 import json
+import math
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 ROOT = Path(__file__).parents[2]
@@ -50,6 +52,67 @@ def test_tokenizer_quality_summarises_seeds_and_reads_finished_runs_back(idx_dat
     rows = tokenizer_quality.run(["vqvae2"], 2, {}, [1], tmp_path, str(idx_dataset), 16)
     assert (tmp_path / "vqvae2_seed1" / "metrics.json").stat().st_mtime_ns == first  # not retrained
     assert rows[0]["seed"] == 1 and rows[0]["rmse"] > 0
+
+
+def test_tokenizer_quality_extends_a_shorter_sweep_to_the_run_the_longer_budget_trains(idx_dataset, tmp_path):
+    from safetensors.torch import load_file
+
+    data = ["--data-path", str(idx_dataset), "--validation-size", "16", "--variants", "rsqvae"]
+    r = 0.1  # the same Gumbel decay at both budgets: tau_end = exp(-r * steps)
+    tokenizer_quality.main(
+        data
+        + ["--steps", "3", "--final-temperature", str(math.exp(-3 * r)), "--output", str(tmp_path / "short")]
+    )
+    longer = ["--steps", "6", "--final-temperature", str(math.exp(-6 * r))]
+    tokenizer_quality.main(data + longer + ["--output", str(tmp_path / "fresh")])
+    tokenizer_quality.main(
+        data + longer + ["--output", str(tmp_path / "extended"), "--extend-from", str(tmp_path / "short")]
+    )
+    fresh, extended = (
+        load_file(tmp_path / d / "rsqvae" / "model" / "diffusion_pytorch_model.safetensors")
+        for d in ("fresh", "extended")
+    )
+    assert fresh.keys() == extended.keys()
+    assert all(torch.equal(fresh[k], extended[k]) for k in fresh)  # steps 4-6 continued, not 1-6 retrained
+    history = (tmp_path / "extended" / "rsqvae" / "history.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in history] == [
+        json.loads(line)["step"]
+        for line in (tmp_path / "fresh" / "rsqvae" / "history.jsonl").read_text().splitlines()
+    ]
+    # anything but the budget differing is refused, naming the setting
+    with pytest.raises(ValueError, match="temperature_decay"):
+        tokenizer_quality.main(
+            data
+            + ["--steps", "6", "--output", str(tmp_path / "bad"), "--extend-from", str(tmp_path / "short")]
+        )
+    with pytest.raises(ValueError, match="optimizer.betas"):
+        tokenizer_quality.main(
+            data
+            + longer
+            + [
+                "--betas",
+                "0.9",
+                "0.999",
+                "--output",
+                str(tmp_path / "bad2"),
+                "--extend-from",
+                str(tmp_path / "short"),
+            ]
+        )
+    with pytest.raises(ValueError, match="not fewer than 3"):
+        tokenizer_quality.main(
+            data
+            + [
+                "--steps",
+                "3",
+                "--final-temperature",
+                str(math.exp(-3 * r)),
+                "--output",
+                str(tmp_path / "bad3"),
+                "--extend-from",
+                str(tmp_path / "short"),
+            ]
+        )
 
 
 def test_tokenizer_quality_gives_every_variant_the_same_adam_betas(idx_dataset, tmp_path):
@@ -125,7 +188,7 @@ def test_photo_patches_build_writes_an_arrow_dataset(tmp_path, monkeypatch):
     assert photo_patches.build(path, 16) == path  # already there: not rebuilt
 
 
-def test_sq_regime_runs_a_cell_and_writes_its_table_and_plot(idx_dataset, tmp_path, capsys):
+def test_sq_regime_runs_a_cell_and_writes_its_table_and_plot(idx_dataset, tmp_path, capsys, monkeypatch):
     cell = "fmnist32_4x4+8x8_k64"
     args = ["--steps", "2", "--cells", cell, "--variants", "sq_data", "vq_data", "--output", str(tmp_path)]
     args += ["--fashion-mnist-path", str(idx_dataset)]
@@ -142,6 +205,15 @@ def test_sq_regime_runs_a_cell_and_writes_its_table_and_plot(idx_dataset, tmp_pa
     assert (tmp_path / "regime.png").stat().st_size > 0
     rows = json.loads((tmp_path / "results.json").read_text())
     assert rows[0]["model"]["codebook_init"] == "data" and rows[0]["kl_nats"]
+
+    # the same cell continued to 4 steps from the 2-step runs (tau_end 0.3^2 keeps the decay r)
+    longer = ["--steps", "4", "--final-temperature", "0.09", "--extend-from", str(tmp_path)]
+    monkeypatch.setitem(sq_regime.FASHION_MNIST, "validation_size", 16)
+    common = ["--cells", cell, "--variants", "sq_data", "vq_data", "--fashion-mnist-path", str(idx_dataset)]
+    sq_regime.main(common + longer + ["--output", str(tmp_path / "longer")])
+    for variant in ("sq_data", "vq_data"):
+        short, extended = (d / cell / variant / "history.jsonl" for d in (tmp_path, tmp_path / "longer"))
+        assert extended.read_text().startswith(short.read_text())  # steps 1-2 carried over, 3-4 trained
 
 
 def test_audio_quality_runs_rsq_and_rq_on_spectrograms(audio_folder, tmp_path, capsys):
