@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 from pathlib import Path
 
@@ -175,6 +176,15 @@ def seed_from_shorter(source: Path, config) -> bool:
         None not in decays and abs(decays[0] - decays[1]) > 1e-6 * abs(decays[1])
     ):
         raise ValueError(f"extend from {source}: model.temperature_decay {decays[0]} there, {decays[1]} here")
+    # a floor c_tau on tau = max(c_tau, exp(-r t)) may differ if the shorter run never reached either floor
+    floors = (old["model"].pop("min_temperature", 0.0), new["model"].pop("min_temperature", 0.0))
+    if floors[0] != floors[1]:
+        reached = math.exp(-(decays[0] or 0.0) * old_steps) * (1 + 1e-6)
+        if max(floors) > reached:
+            raise ValueError(
+                f"extend from {source}: model.min_temperature {floors[0]} there, {floors[1]} here, and its "
+                f"tau reached {reached:.6g}: the first {old_steps} steps would differ"
+            )
     for section in ("model", "data", "optimizer", "seed", "losses"):
         before, after = old[section], new[section]
         if isinstance(after, dict):
@@ -336,6 +346,12 @@ def main(argv=None):
     )
     parser.add_argument("--init-variance", type=float, default=3.0, help="SQ s^2 at initialisation")
     parser.add_argument(
+        "--min-temperature",
+        type=float,
+        default=None,
+        help="SQ: the floor c_tau of tau = max(c_tau, exp(-r t)) (model.min_temperature; the paper's 0)",
+    )
+    parser.add_argument(
         "--final-temperature",
         type=float,
         default=0.3,
@@ -375,6 +391,8 @@ def main(argv=None):
     )
     args = parser.parse_args(argv)
     sq_overrides = {"init_variance": args.init_variance}
+    if args.min_temperature is not None:
+        sq_overrides["min_temperature"] = args.min_temperature
     if args.init_entropy_fraction is not None:
         sq_overrides["init_entropy_fraction"] = args.init_entropy_fraction
     suffix = "" if args.codebook_init == "random" else f"_{args.codebook_init}_init"

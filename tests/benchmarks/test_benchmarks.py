@@ -113,6 +113,24 @@ def test_tokenizer_quality_extends_a_shorter_sweep_to_the_run_the_longer_budget_
                 str(tmp_path / "short"),
             ]
         )
+    # a floor c_tau on tau that the shorter run never reached keeps its steps: accepted; a higher one is refused
+    floor = ["--output", str(tmp_path / "floor"), "--extend-from", str(tmp_path / "short")]
+    tokenizer_quality.main(data + longer + floor + ["--min-temperature", str(math.exp(-3 * r))])
+    config = yaml.safe_load((tmp_path / "floor" / "rsqvae" / "config.yaml").read_text())
+    assert config["model"]["min_temperature"] == pytest.approx(math.exp(-3 * r))
+    with pytest.raises(ValueError, match="min_temperature"):
+        tokenizer_quality.main(
+            data
+            + longer
+            + [
+                "--min-temperature",
+                "0.9",
+                "--output",
+                str(tmp_path / "bad4"),
+                "--extend-from",
+                str(tmp_path / "short"),
+            ]
+        )
 
 
 def test_tokenizer_quality_gives_every_variant_the_same_adam_betas(idx_dataset, tmp_path):
@@ -280,3 +298,41 @@ def test_rgb_fashion_mnist_cell_triples_rho_and_error_split_adds_up(idx_dataset,
         + row["content_pixel_share"] * row["content_rmse"] ** 2
     )
     assert combined == pytest.approx(row["rmse"] ** 2)
+
+
+def test_decode_gap_argmax_row_is_the_trainers_test_rmse_and_vq_is_refused(tokenizer_runs, tmp_path, capsys):
+    import decode_gap
+
+    run = tokenizer_runs["tiny_sqvae2"]
+    (row,) = decode_gap.main([str(run), "--output", str(tmp_path / "gap.json")])
+    assert "| " + str(run) in capsys.readouterr().out
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["split"] == "test" and row["rmse"]["argmax"] == pytest.approx(metrics["rmse"], rel=1e-4)
+    assert row["temperature"] == pytest.approx(metrics["final_temperature"])
+    assert row["rmse"]["relaxed"] != row["rmse"]["argmax"]  # a soft posterior: mixtures decode differently
+    assert decode_gap.decode_gap(run) == row  # the Gumbel noise and samples are seeded
+    assert json.loads((tmp_path / "gap.json").read_text()) == [row]
+    with pytest.raises(ValueError, match="need 'sq'"):
+        decode_gap.decode_gap(tokenizer_runs["tiny_rqvae"])
+
+
+def test_decoder_finetune_trains_only_the_decoder_and_keeps_every_code(tokenizer_runs, tmp_path, capsys):
+    import decoder_finetune
+
+    from tokenizer import HQVAE
+
+    runs = [tokenizer_runs["tiny_sqvae2"], tokenizer_runs["tiny_rqvae"]]
+    rows = decoder_finetune.main([str(r) for r in runs] + ["--steps", "3", "--output", str(tmp_path)])
+    assert "| sq |" in capsys.readouterr().out and "| vq |" in (tmp_path / "results.md").read_text()
+    images = torch.rand(4, 1, 32, 32)
+    for run, row in zip(runs, rows):
+        before = HQVAE.from_pretrained(run / "model").eval()
+        after = HQVAE.from_pretrained(tmp_path / run.parent.name / run.name / "model").eval()
+        assert (
+            row["steps"] == 3 and row["rmse_before"] == json.loads((run / "metrics.json").read_text())["rmse"]
+        )
+        changed = {n for n, p in after.state_dict().items() if not torch.equal(p, before.state_dict()[n])}
+        assert changed and all(n.startswith("decoder.") for n in changed)  # encoder, codebooks, s^2 frozen
+        assert all(torch.equal(a, b) for a, b in zip(before.encode(images), after.encode(images)))
+    with pytest.raises(ValueError, match="not a finished tokenizer run folder"):
+        decoder_finetune.main([str(tmp_path / "nothing"), "--output", str(tmp_path / "x")])
