@@ -199,11 +199,15 @@ def seed_from_shorter(source: Path, config) -> bool:
         elif before != after:
             raise ValueError(f"extend from {source}: {section} is {before!r} there, {after!r} here")
     (target / "checkpoints").mkdir(parents=True, exist_ok=True)
-    shutil.copytree(checkpoint, target / "checkpoints" / checkpoint.name)
-    (target / "checkpoints" / "latest").write_text(checkpoint.name + "\n")
     for log in ("history.jsonl", "validation.jsonl"):  # the s^2 / entropy trajectories start at step 0
         if (source / log).exists():
             shutil.copyfile(source / log, target / log)
+    # copied under a temporary name and renamed last: a copy killed half-way is never taken for a checkpoint
+    temporary = target / "checkpoints" / f".tmp-{checkpoint.name}"
+    shutil.rmtree(temporary, ignore_errors=True)
+    shutil.copytree(checkpoint, temporary)
+    temporary.replace(target / "checkpoints" / checkpoint.name)
+    (target / "checkpoints" / "latest").write_text(checkpoint.name + "\n")
     return True
 
 
