@@ -18,17 +18,10 @@ range as in ``eval/reconstruction.py``; RMSE is over all pixels of the split (``
 
 from __future__ import annotations
 
-import argparse
-import json
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
-
-from tokenizer.console import progress_bar
-from tokenizer.data import collate_images, dataset_split
-from tokenizer.model import HQVAE
-from tokenizer.runs import tokenizer_and_data
+from run_analysis import load_run, main_over_runs, split_images
 
 MODES = ("argmax", "sample", "relaxed")
 
@@ -36,19 +29,13 @@ MODES = ("argmax", "sample", "relaxed")
 @torch.no_grad()
 def decode_gap(run: str | Path, split: str = "test", batch_size: int = 500, seed: int = 0) -> dict:
     """Test RMSE of one SQ run's decoder fed argmax codes, posterior samples and relaxed samples."""
-    model_dir, data = tokenizer_and_data(run)
-    model = HQVAE.from_pretrained(model_dir).eval()
+    model, data = load_run(run)
     if model.config.quantizer != "sq":
         raise ValueError(f"{run}: quantizer {model.config.quantizer!r} has no posterior to sample; need 'sq'")
     tau = model.temperature
-    dataset = dataset_split(data, split, model.config.in_channels)
     generator = torch.Generator().manual_seed(seed)
     squared, count = dict.fromkeys(MODES, 0.0), 0
-    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate_images)
-    for images, _, _ in progress_bar(loader, desc=f"decode gap {Path(run).name}", leave=False):
-        if images is None:
-            continue
-        images = images.float()
+    for images in split_images(model, data, split, batch_size, f"decode gap {Path(run).name}"):
         for mode in MODES:
             state, _ = model._infer(images, mode, tau, generator)
             reconstruction = model.decoder(state).float()
@@ -84,18 +71,15 @@ def to_markdown(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("runs", nargs="+", type=Path, help="SQ tokenizer run folders")
-    parser.add_argument("--split", default="test")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the Gumbel noise and posterior samples")
-    parser.add_argument("--output", type=Path, default=None, help="also write the rows as JSON")
-    args = parser.parse_args(argv)
-    rows = [decode_gap(run, args.split, seed=args.seed) for run in args.runs]
-    print(to_markdown(rows))
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(rows, indent=2))
-    return rows
+    def seed_argument(parser):
+        parser.add_argument(
+            "--seed", type=int, default=0, help="seed of the Gumbel noise and posterior samples"
+        )
+
+    def analyse(run, args):
+        return decode_gap(run, args.split, seed=args.seed)
+
+    return main_over_runs(argv, __doc__.split("\n")[0], analyse, to_markdown, seed_argument)
 
 
 if __name__ == "__main__":

@@ -17,17 +17,10 @@ twins' rows says whether a gap between them is made on the background or on the 
 
 from __future__ import annotations
 
-import argparse
-import json
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
-
-from tokenizer.console import progress_bar
-from tokenizer.data import collate_images, dataset_split
-from tokenizer.model import HQVAE
-from tokenizer.runs import tokenizer_and_data
+from run_analysis import load_run, main_over_runs, split_images
 
 PARTS = ("empty", "zero", "content")
 
@@ -35,20 +28,15 @@ PARTS = ("empty", "zero", "content")
 @torch.no_grad()
 def error_split(run: str | Path, split: str = "test", batch_size: int = 500) -> dict:
     """Squared error of one tokenizer run split by part (``PARTS``): RMSE, pixel share and error share."""
-    model_dir, data = tokenizer_and_data(run)
+    model, data = load_run(run)
     if data.value_range is None:
         raise ValueError(f"{run} was trained on spectrograms: they have no exact-zero background")
-    model = HQVAE.from_pretrained(model_dir).eval()
-    dataset = dataset_split(data, split, model.config.in_channels)
     finest = max(h for h, _ in model.latent_shapes(data.image_size, data.image_size))
     block = data.image_size // finest
     squared = dict.fromkeys(PARTS, 0.0)
     counts = dict.fromkeys(PARTS, 0)
-    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate_images)
-    for images, _, _ in progress_bar(loader, desc=f"error split {Path(run).name}", leave=False):
-        if images is None:
-            continue
-        reconstruction = model(images.float()).sample.float().clamp(*data.value_range)
+    for images in split_images(model, data, split, batch_size, f"error split {Path(run).name}"):
+        reconstruction = model(images).sample.float().clamp(*data.value_range)
         error = (reconstruction - images).pow(2)
         zero = images == 0
         # a position is empty when all channels of its block x block pixels are zero
@@ -79,17 +67,7 @@ def table(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("runs", nargs="+", help="tokenizer run folders (config.yaml + model/)")
-    parser.add_argument("--split", default="test")
-    parser.add_argument("--output", type=Path, default=None, help="JSON file to write the rows to")
-    args = parser.parse_args(argv)
-    rows = [error_split(run, args.split) for run in args.runs]
-    print(table(rows))
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(rows, indent=2))
-    return rows
+    return main_over_runs(argv, __doc__.split("\n")[0], lambda run, args: error_split(run, args.split), table)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ import statistics
 from pathlib import Path
 
 import photo_patches
-from tokenizer_quality import _fmt, _mean_std, train_or_read
+from tokenizer_quality import _fmt, _mean_std, add_extend_from_argument, train_or_read
 
 from tokenizer import HQVAE
 
@@ -266,13 +266,7 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--final-temperature", type=float, default=0.3, help="tau at the last step")
     parser.add_argument("--output", type=Path, default=None)
-    parser.add_argument(
-        "--extend-from",
-        type=Path,
-        default=None,
-        help="a sweep folder at a shorter budget: each run starts from its namesake's last checkpoint there "
-        "(same settings; keep the Gumbel decay r by choosing --final-temperature exp(-r * steps))",
-    )
+    add_extend_from_argument(parser)
     parser.add_argument("--data-root", type=Path, default=Path("runs/data"), help="photo patch sets")
     parser.add_argument("--fashion-mnist-path", default=None, help="idx files (default: Debian's)")
     parser.add_argument(

@@ -341,6 +341,17 @@ def to_markdown(rows: list[dict], steps: int, betas: tuple[float, float] = (0.9,
     return "\n".join(lines) + "\n"
 
 
+def add_extend_from_argument(parser: argparse.ArgumentParser) -> None:
+    """``--extend-from``, shared with ``sq_regime.py`` (``seed_from_shorter`` does the work)."""
+    parser.add_argument(
+        "--extend-from",
+        type=Path,
+        default=None,
+        help="a sweep folder at a shorter budget: each run starts from its namesake's last checkpoint there "
+        "(same settings; keep the Gumbel decay r by choosing --final-temperature exp(-r * steps))",
+    )
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=3000)
@@ -382,13 +393,7 @@ def main(argv=None):
         help="Adam betas of every variant (the trainer's default (0.9, 0.9), appendix F; torch's (0.9, 0.999))",
     )
     parser.add_argument("--output", type=Path, default=None)
-    parser.add_argument(
-        "--extend-from",
-        type=Path,
-        default=None,
-        help="a sweep folder at a shorter budget: each run starts from its namesake's last checkpoint there "
-        "(same settings; keep the Gumbel decay r by choosing --final-temperature exp(-r * steps))",
-    )
+    add_extend_from_argument(parser)
     parser.add_argument("--validation-size", type=int, default=5000, help="training images held out")
     parser.add_argument(
         "--data-path", default=None, help="folder with Fashion-MNIST idx files (default: Debian's)"
