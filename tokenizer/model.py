@@ -628,6 +628,36 @@ class HQVAE(ModelMixin, ConfigMixin):
         """s_l^2 per layer (SQ); zeros for VQ."""
         return torch.cat([group.variances() for group in self.quantizers])
 
+    def variance_gradients(self, out: HQVAEOutput) -> dict[str, torch.Tensor]:
+        """Which way the objective pushes each s_l^2: d J / d log s_l^2 per layer (L,), split into the decoder
+        term ("decoder", eq. 6 / 14's (D/2) log sigma^2 + ||x - f||^2 / (2 sigma^2), LPIPS included) and the
+        rate ("rate": the latent terms plus the KL, i.e. -ELBO's code part). Gradient descent lowers s_l^2
+        where decoder + rate > 0.
+
+        ``out`` must come from a training-mode forward whose graph is still alive (call before backward); the
+        graph is kept. In exact expectation over P-hat the rate part of one layer is
+        E[||z~ - z||^2] / (2 s^2) - H(P-hat) + log K = -log((1/K) sum_k exp(-||z~ - b_k||^2 / (2 s^2))),
+        which falls monotonically as s^2 grows: the rate always pushes s^2 up (its gradient here is <= 0 up to
+        Gumbel noise), and only the decoder term, through the relaxed sample's dependence on s^2, pulls it
+        down. Self-annealing (section 5.3) is the decoder side winning; s^2 rising is the rate side winning."""
+        if self.config.quantizer != "sq":
+            raise ValueError(f"variance_gradients needs quantizer='sq', got {self.config.quantizer!r}")
+        if out.latent_losses is None or not out.loss.requires_grad:
+            raise ValueError("variance_gradients needs the output of a training forward, before backward")
+        params = [layer.log_variance for group in self.quantizers for layer in group.layers]
+        trained = [p for p in params if p.requires_grad]  # frozen s^2 (e.g. a decoder-only stage): zeros
+        rate = out.latent_losses.sum() + out.kl_losses.sum()
+        split = {}
+        for name, term in (("decoder", out.reconstruction_loss), ("rate", rate)):
+            grads = iter(())
+            if trained and term.requires_grad:
+                grads = iter(torch.autograd.grad(term, trained, retain_graph=True, allow_unused=True))
+            values = [next(grads) if p.requires_grad else None for p in params]
+            split[name] = torch.stack(
+                [p.new_zeros(()) if g is None else g.detach() for g, p in zip(values, params)]
+            )
+        return split
+
     # ----------------------------------------------------------------------------------------------------
     # Objectives
     # ----------------------------------------------------------------------------------------------------

@@ -7,7 +7,9 @@ run exactly. Writes into ``output_dir``:
 - ``config.yaml``        the resolved config;
 - ``history.jsonl``      every ``logging.log_every`` steps: each loss term, s_l^2, entropy, perplexity and
                          codes used (over all processes' batches), tau,
-                         sigma^2, LR, images/s (also to TensorBoard under ``tensorboard/``);
+                         sigma^2, LR, images/s (also to TensorBoard under ``tensorboard/``); for SQ also
+                         d J / d log s_l^2 split into the decoder term and the rate
+                         (``variance_grad_decoder``, ``variance_grad_rate``; ``HQVAE.variance_gradients``);
 - ``validation.jsonl``   periodic validation: loss, RMSE, PSNR, SSIM, LPIPS (when VGG weights exist), usage;
 - ``checkpoints/``       atomic, rotated training state (``latest`` names the newest complete one);
 - ``grids/``             validation reconstructions (odd rows originals, even rows reconstructions);
@@ -162,6 +164,7 @@ class TokenizerTrainer(BaseTrainer):
         )
         self.best_validation = float("inf")
         self.skipped_images = 0
+        self._variance_gradients = None  # set by compute_loss on logged steps (SQ), read by log_record
 
     def _parameter_groups(self) -> list:
         """One group; with ``optimizer.variance_lr_multiplier`` != 1 the SQ log s^2 parameters form a second
@@ -212,7 +215,13 @@ class TokenizerTrainer(BaseTrainer):
         """The model's objective with LPIPS inside its decoder term and the GAN term (``TokenizerLoss``)."""
         last_layer = self.unwrapped.last_layer_weight
         acc = self.accelerator
-        return self.objective(self.model, last_layer, images, self.generator, self.step, acc.autocast)
+        loss, terms, out = self.objective(
+            self.model, last_layer, images, self.generator, self.step, acc.autocast
+        )
+        if self.unwrapped.config.quantizer == "sq" and self.logs_at(self.step + 1):
+            # which way the ELBO pushes each s_l^2 (decoder term vs rate), logged with this step's line
+            self._variance_gradients = self.unwrapped.variance_gradients(out)
+        return loss, terms, out
 
     def after_micro_step(self, images, out, terms: dict) -> None:
         if not self.objective.adversarial_active(self.step):
@@ -246,6 +255,11 @@ class TokenizerTrainer(BaseTrainer):
         record = {k: to_plain(getattr(out, k)) for k in OUTPUT_TERMS}
         record["perplexity"], record["codes_used"] = self._global_usage(out.indices)
         record["kl_total"] = to_plain(out.kl_losses.sum())
+        split = self._variance_gradients
+        if split is not None:
+            record["variance_grad_decoder"] = to_plain(split["decoder"])
+            record["variance_grad_rate"] = to_plain(split["rate"])
+            self._variance_gradients = None
         record.update({k: to_plain(v) for k, v in terms.items() if k not in ("objective", "total")})
         record["skipped_images"] = self.skipped_images
         return record

@@ -194,6 +194,10 @@ class BaseTrainer:
     def validates_at(self, step: int) -> bool:
         return step % self.config.logging.validate_every == 0
 
+    def logs_at(self, step: int) -> bool:
+        """Whether ``history.jsonl`` gets a line after ``step`` (counted from 1)."""
+        return step % self.config.logging.log_every == 0 or step in (1, self.config.optimizer.max_steps)
+
     # the validation metrics printed at each validation (the full record is in validation.jsonl)
     validation_keys: tuple[str, ...] = ("loss",)
 
@@ -330,7 +334,7 @@ class BaseTrainer:
                 self._interval[1] += per_step
                 progress.update(1)
                 step = self.step
-                if step % cfg.logging.log_every == 0 or step in (1, max_steps):
+                if self.logs_at(step):
                     self._log_step(out, terms, history, progress)
                 if self.validates_at(step):
                     self._validate_step(validation_log)

@@ -108,6 +108,30 @@ def test_gradients_reach_every_dequantization_variance_and_codebook():
         assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters())
 
 
+@pytest.mark.parametrize("name", ["sqvae2", "rsqvae", "hybrid", "sq_learned_sigma"])
+def test_variance_gradients_split_the_total_gradient_of_every_log_variance(name):
+    model = make(name)
+    out = model(images(), generator=torch.Generator().manual_seed(0))
+    split = model.variance_gradients(out)
+    assert split["decoder"].shape == split["rate"].shape == (model.num_layers,)
+    out.loss.backward()  # the graph was kept
+    total = torch.stack([layer.log_variance.grad for group in model.quantizers for layer in group.layers])
+    torch.testing.assert_close(split["decoder"] + split["rate"], total, rtol=1e-4, atol=1e-6)
+    assert (split["decoder"] != 0).all() and (split["rate"] != 0).all()
+
+
+def test_variance_gradients_refuse_vq_and_an_evaluation_output():
+    with pytest.raises(ValueError, match="quantizer='sq'"):
+        vq = make("vqvae2")
+        vq.variance_gradients(vq(images()))
+    model = make("sqvae2")
+    model.eval()
+    with torch.no_grad():
+        out = model(images())
+    with pytest.raises(ValueError, match="before backward"):
+        model.variance_gradients(out)
+
+
 def test_temperature_schedule_follows_the_global_step_and_is_saved(tmp_path):
     model = make("sqvae2", temperature_decay=1e-3, min_temperature=0.1)
     assert model.temperature == 1.0

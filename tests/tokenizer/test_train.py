@@ -75,6 +75,11 @@ def test_training_run_writes_model_metrics_logs_checkpoints_and_grids(idx_datase
     history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
     assert [h["step"] for h in history] == [1, 2, 3, 4, 5]
     assert {"learning_rate", "images_per_second", "variances", "perplexity", "temperature"} <= set(history[0])
+    split = {"variance_grad_decoder", "variance_grad_rate"}
+    if name == "tiny_sqvae2":  # which way the objective pushes each s_l^2, on every logged step
+        assert all(split <= set(h) and len(h["variance_grad_rate"]) == len(h["variances"]) for h in history)
+    else:
+        assert not split & set(history[0])
     validations = [json.loads(line) for line in (out / "validation.jsonl").read_text().splitlines()]
     assert [v["step"] for v in validations] == [2, 4] and all("ssim" in v for v in validations)
     checkpoints = sorted(p.name for p in (out / "checkpoints").glob("step-*"))
