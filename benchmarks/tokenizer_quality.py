@@ -79,9 +79,11 @@ VARIANTS: dict[str, dict] = {
 }
 
 
-def _trajectory(history_path: Path, key: str) -> tuple[list[float], list[float]]:
+def _trajectory(history_path: Path, key: str) -> tuple[list[float], list[float]] | None:
+    """(first, last) logged value of ``key``; None when the history does not log it (an older run)."""
     lines = [json.loads(line) for line in history_path.read_text().splitlines()]
-    return lines[0][key], lines[-1][key]
+    lines = [line for line in lines if key in line]
+    return (lines[0][key], lines[-1][key]) if lines else None
 
 
 def _fmt(values, digits=2) -> str:
@@ -140,6 +142,7 @@ def train_or_read(
     if model.get("quantizer", "sq") == "sq":
         result["variance_start_end"] = _trajectory(run_dir / "history.jsonl", "variances")
         result["entropy_start_end"] = _trajectory(run_dir / "history.jsonl", "entropy")
+        result["relative_variance_start_end"] = _trajectory(run_dir / "history.jsonl", "relative_variances")
     return result
 
 
@@ -323,20 +326,23 @@ def to_markdown(rows: list[dict], steps: int, betas: tuple[float, float] = (0.9,
         "Every run:",
         "",
         "| variant | seed | test RMSE | SSIM | PSNR | perplexity per layer | codes used per layer | train img/s |"
-        " final tau | s^2 start -> end | entropy start -> end (nats) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        " final tau | s^2 start -> end | s^2 / code spacing start -> end | entropy start -> end (nats) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+
+    def start_end(row: dict, key: str, digits: int = 2) -> str:
+        values = row.get(key)
+        return "-" if values is None else f"{_fmt(values[0], digits)} -> {_fmt(values[1], digits)}"
+
     for r in rows:
-        variance = entropy = "-"
-        if "variance_start_end" in r:
-            variance = f"{_fmt(r['variance_start_end'][0])} -> {_fmt(r['variance_start_end'][1])}"
-            entropy = f"{_fmt(r['entropy_start_end'][0])} -> {_fmt(r['entropy_start_end'][1])}"
+        variance, entropy = start_end(r, "variance_start_end"), start_end(r, "entropy_start_end")
+        relative = start_end(r, "relative_variance_start_end", 3)
         tau = "-" if r["final_temperature"] is None else f"{r['final_temperature']:.3f}"
         ssim = "-" if r.get("ssim") is None else f"{r['ssim']:.3f}"
         lines.append(
             f"| {r['variant']} | {r['seed']} | {r['rmse']:.4f} | {ssim} | {r['psnr']:.2f} | "
             f"{_fmt(r['perplexity'], 1)} | {_fmt(r['codes_used'])} | {r['train_images_per_second']:.0f} | "
-            f"{tau} | {variance} | {entropy} |"
+            f"{tau} | {variance} | {relative} | {entropy} |"
         )
     return "\n".join(lines) + "\n"
 

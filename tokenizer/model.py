@@ -31,7 +31,7 @@ from diffusers.utils import BaseOutput
 from torch import nn
 
 from .blocks import BottomUp, Decoder, InjectionBlock, Stem, Upsample
-from .quantizers import GroupOutput, QuantizerKind, ResidualQuantizer, perplexity_from_indices
+from .quantizers import GroupOutput, QuantizerKind, ResidualQuantizer, code_spacing, perplexity_from_indices
 
 
 @dataclass
@@ -627,6 +627,22 @@ class HQVAE(ModelMixin, ConfigMixin):
     def dequantization_variances(self) -> torch.Tensor:
         """s_l^2 per layer (SQ); zeros for VQ."""
         return torch.cat([group.variances() for group in self.quantizers])
+
+    @torch.no_grad()
+    def relative_variances(self) -> torch.Tensor:
+        """s_l^2 / (median squared distance between neighbouring codes of layer l), per layer (SQ; product
+        codebooks: the groups' mean spacing). The scale-free reading of s^2: eq. 6 / 14 / 26 are unchanged when
+        the encoder's outputs and the codebooks are scaled by c, every s_l^2 by c^2 and the decoder's input by
+        1/c, so s^2 alone can rise while the posterior sharpens (the latent space grew). Falling = sharper."""
+        if self.config.quantizer != "sq":
+            raise ValueError(f"relative_variances needs quantizer='sq', got {self.config.quantizer!r}")
+        ratios = []
+        for group in self.quantizers:
+            for layer in group.layers:
+                books = layer.part_codebooks() if hasattr(layer, "part_codebooks") else [layer.get_codebook()]
+                spacing = torch.stack([code_spacing(book.weight) for book in books]).mean()
+                ratios.append(layer.variance.detach().float() / spacing)
+        return torch.stack(ratios)
 
     def variance_gradients(self, out: HQVAEOutput) -> dict[str, torch.Tensor]:
         """Which way the objective pushes each s_l^2: d J / d log s_l^2 per layer (L,), split into the decoder

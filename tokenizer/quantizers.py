@@ -42,6 +42,15 @@ def squared_distances(z: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
     return torch.addmm(z_sq + b_sq, z, codebook.t(), beta=1.0, alpha=-2.0).clamp_min_(0.0)
 
 
+@torch.no_grad()
+def code_spacing(codebook: torch.Tensor) -> torch.Tensor:
+    """The median over codes of the squared distance to the nearest *other* code of a (K, d) codebook: the
+    scale an SQ variance s^2 is read against (eq. 2 depends on ||z - b_k||^2 / s^2 only)."""
+    book = codebook.detach().float()
+    distances = squared_distances(book, book).fill_diagonal_(float("inf"))
+    return distances.min(-1).values.median()
+
+
 def _all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     """Sums a statistic over processes when running distributed (no-op otherwise)."""
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:

@@ -9,7 +9,8 @@ run exactly. Writes into ``output_dir``:
                          codes used (over all processes' batches), tau,
                          sigma^2, LR, images/s (also to TensorBoard under ``tensorboard/``); for SQ also
                          d J / d log s_l^2 split into the decoder term and the rate
-                         (``variance_grad_decoder``, ``variance_grad_rate``; ``HQVAE.variance_gradients``);
+                         (``variance_grad_decoder``, ``variance_grad_rate``; ``HQVAE.variance_gradients``) and
+                         s_l^2 / code spacing (``relative_variances``, scale-free);
 - ``validation.jsonl``   periodic validation: loss, RMSE, PSNR, SSIM, LPIPS (when VGG weights exist), usage;
 - ``checkpoints/``       atomic, rotated training state (``latest`` names the newest complete one);
 - ``grids/``             validation reconstructions (odd rows originals, even rows reconstructions);
@@ -255,6 +256,8 @@ class TokenizerTrainer(BaseTrainer):
         record = {k: to_plain(getattr(out, k)) for k in OUTPUT_TERMS}
         record["perplexity"], record["codes_used"] = self._global_usage(out.indices)
         record["kl_total"] = to_plain(out.kl_losses.sum())
+        if self.unwrapped.config.quantizer == "sq":  # s^2 read against its codebook's scale (scale-free)
+            record["relative_variances"] = to_plain(self.unwrapped.relative_variances())
         split = self._variance_gradients
         if split is not None:
             record["variance_grad_decoder"] = to_plain(split["decoder"])
@@ -348,6 +351,9 @@ class TokenizerTrainer(BaseTrainer):
             "num_processes": self.accelerator.num_processes,
             "final_temperature": model.temperature if model.config.quantizer in ("sq", "gumbel") else None,
             "dequantization_variances": model.dequantization_variances().tolist(),
+            "relative_variances": model.relative_variances().tolist()
+            if model.config.quantizer == "sq"
+            else None,
             "rate_regime": model.rate_regime(*dataset[0][0].shape[-2:]),
             "train_images_per_second": round(images_seen / max(elapsed, 1e-9), 1),
             "train_seconds": round(elapsed, 1),

@@ -336,3 +336,47 @@ def test_decoder_finetune_trains_only_the_decoder_and_keeps_every_code(tokenizer
         assert all(torch.equal(a, b) for a, b in zip(before.encode(images), after.encode(images)))
     with pytest.raises(ValueError, match="not a finished tokenizer run folder"):
         decoder_finetune.main([str(tmp_path / "nothing"), "--output", str(tmp_path / "x")])
+
+
+def test_variance_drift_reads_the_logged_gradient_split(tokenizer_runs, tmp_path, capsys):
+    import variance_drift
+
+    run = tokenizer_runs["tiny_sqvae2"]
+    (result,) = variance_drift.main([str(run), "--window", "1", "--output", str(tmp_path / "drift.json"),
+                                     "--plot", str(tmp_path / "drift.png")])  # fmt: skip
+    history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+    assert [w["steps"] for w in result["windows"]] == [[0, 1], [1, 2]]
+    for window, line in zip(result["windows"], history):  # one logged step per window: its own numbers
+        assert (
+            window["decoder"] == line["variance_grad_decoder"]
+            and window["rate"] == line["variance_grad_rate"]
+        )
+        assert window["total"] == [
+            d + r for d, r in zip(line["variance_grad_decoder"], line["variance_grad_rate"])
+        ]
+    assert "| tiny_sqvae2 | 1–2 |" in capsys.readouterr().out and (tmp_path / "drift.png").stat().st_size > 0
+    with pytest.raises(ValueError, match="no variance_grad_decoder"):
+        variance_drift.main([str(tokenizer_runs["tiny_rqvae"])])
+
+
+def test_variance_forces_probe_at_common_variances_and_restore_nothing(tokenizer_runs, tmp_path, capsys):
+    import variance_forces
+
+    run = tokenizer_runs["tiny_sqvae2"]
+    argv = [str(run), "--checkpoints", "step-00000002", "final", "--factors", "0.5", "4", "--batches", "2",
+            "--batch-size", "4", "--output", str(tmp_path / "forces.json")]  # fmt: skip
+    rows = variance_forces.main(argv)
+    assert [(r["model"], r["factor"]) for r in rows] == [("step-00000002", 0.5), ("step-00000002", 4.0),
+                                                         ("final", 0.5), ("final", 4.0)]  # fmt: skip
+    reference = rows[0]["own_variances"]
+    assert [s2 / spacing for s2, spacing in zip(reference, rows[0]["code_spacing"])] == pytest.approx(
+        rows[0]["relative_variances"]
+    )
+    for row in rows:  # every model is probed at the same absolute s^2: factor x the first model's
+        assert row["variances"] == pytest.approx([row["factor"] * v for v in reference])
+    # a softer posterior at 8x the variance: entropy rises in every layer
+    assert all(high > low for low, high in zip(rows[0]["entropy"], rows[1]["entropy"]))
+    assert rows == variance_forces.main(argv)  # seeded batches and noise
+    assert "| final |" in capsys.readouterr().out
+    with pytest.raises(FileNotFoundError, match="step-00000099"):
+        variance_forces.main([str(run), "--checkpoints", "step-00000099"])

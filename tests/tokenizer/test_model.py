@@ -120,6 +120,32 @@ def test_variance_gradients_split_the_total_gradient_of_every_log_variance(name)
     assert (split["decoder"] != 0).all() and (split["rate"] != 0).all()
 
 
+def test_objective_is_invariant_to_the_latent_scale_and_relative_variances_read_it():
+    """Eq. 14 is unchanged when the encoder's outputs and codes are scaled by c, s^2 by c^2 and the decoder's
+    input by 1/c: s^2 alone is not identifiable; s^2 / code spacing is."""
+    import copy
+
+    model = make("rsqvae")
+    x = images()
+    model(x)  # any first-forward initialisation happens here
+    scaled, c = copy.deepcopy(model), 3.0
+    with torch.no_grad():
+        scaled.bottom_up.heads[0].weight.mul_(c)
+        scaled.bottom_up.heads[0].bias.mul_(c)
+        for layer in scaled.quantizers[0].layers:
+            layer.get_codebook().weight.mul_(c)
+            layer.log_variance.add_(2 * math.log(c))
+        scaled.decoder.net[0].weight.div_(c)
+    a = model(x, generator=torch.Generator().manual_seed(1))
+    b = scaled(x, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(b.loss, a.loss, rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(b.sample, a.sample, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(scaled.dequantization_variances(), c**2 * model.dequantization_variances())
+    torch.testing.assert_close(scaled.relative_variances(), model.relative_variances())
+    with pytest.raises(ValueError, match="quantizer='sq'"):
+        make("rqvae").relative_variances()
+
+
 def test_variance_gradients_refuse_vq_and_an_evaluation_output():
     with pytest.raises(ValueError, match="quantizer='sq'"):
         vq = make("vqvae2")

@@ -71,11 +71,12 @@ def test_training_run_writes_model_metrics_logs_checkpoints_and_grids(idx_datase
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics == result
     assert metrics["split"] == "test" and metrics["num_images"] == 32 and metrics["steps"] == 5
+    assert (metrics["relative_variances"] is None) == (name == "tiny_rqvae")
     assert 0 < metrics["rmse"] < 1 and 0 < metrics["ssim"] <= 1 and metrics["num_processes"] == 1
     history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
     assert [h["step"] for h in history] == [1, 2, 3, 4, 5]
     assert {"learning_rate", "images_per_second", "variances", "perplexity", "temperature"} <= set(history[0])
-    split = {"variance_grad_decoder", "variance_grad_rate"}
+    split = {"variance_grad_decoder", "variance_grad_rate", "relative_variances"}
     if name == "tiny_sqvae2":  # which way the objective pushes each s_l^2, on every logged step
         assert all(split <= set(h) and len(h["variance_grad_rate"]) == len(h["variances"]) for h in history)
     else:
