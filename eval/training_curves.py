@@ -1,6 +1,7 @@
 """Training curves of tokenizer runs from their ``history.jsonl`` / ``validation.jsonl``: validation RMSE, the
 rate (KL, nats per image), per-layer perplexity, and SQ's self-annealing picture (paper Figure 4): per-layer
-dequantization variance s_l^2, quantization entropy and the Gumbel temperature tau over steps.
+dequantization variance s_l^2, s_l^2 / code spacing, quantization entropy and the Gumbel temperature tau over
+steps.
 
     python eval/training_curves.py --runs runs/main_sqvae2/tokenizer runs/main_sqvae2/vq_twin --output curves.png
 """
@@ -18,6 +19,8 @@ PANELS = [
     ("rate: KL to the uniform prior (nats / image)", "history.jsonl", "kl_total", False, False),
     ("perplexity per layer (training batches)", "history.jsonl", "perplexity", True, False),
     ("dequantization variance s_l^2 (SQ)", "history.jsonl", "variances", True, True),
+    # s^2 alone is not identifiable (the objective is invariant to the latent scale): read it against the codes
+    ("s_l^2 / code spacing (SQ, scale-free)", "history.jsonl", "relative_variances", True, True),
     ("quantization entropy per layer, nats (SQ)", "history.jsonl", "entropy", True, False),
     ("Gumbel temperature tau (SQ)", "history.jsonl", "temperature", False, False),
 ]

@@ -162,7 +162,7 @@ def summary(m: dict) -> str:
         f"LPIPS {rec['lpips'] if rec['lpips'] is not None else 'not measured (no VGG16 weights)'}; "
         f"perplexity per layer {', '.join(f'{p:.1f}' for p in rec['perplexity'])}, codes used {rec['codes_used']}. "
         "`reconstructions.png`: test images above their reconstructions; `training_curves.png`: validation "
-        "RMSE, rate, perplexity, s², entropy and τ over steps for both tokenizers.",
+        "RMSE, rate, perplexity, s², s² / code spacing, entropy and τ over steps for both tokenizers.",
         "",
         *twin_comparison(m),
         "## Priors (validation loss, nats per code)",

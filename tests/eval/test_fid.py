@@ -255,7 +255,9 @@ def test_training_curves_plot_the_runs_history(idx_dataset, tmp_path):
     history = read_jsonl(tmp_path / "tiny_sqvae2" / "history.jsonl")
     assert set(_series(history, "variances", True)) == {" layer 0", " layer 1"}  # s^2 per layer (SQ)
     assert _series(read_jsonl(tmp_path / "tiny_rqvae" / "history.jsonl"), "variances", True) == {}  # VQ: none
-    assert len(PANELS) == 6
+    assert set(_series(history, "relative_variances", True)) == {" layer 0", " layer 1"}  # scale-free s^2
+    assert _series(read_jsonl(tmp_path / "tiny_rqvae" / "history.jsonl"), "relative_variances", True) == {}
+    assert len(PANELS) == 7
     with pytest.raises(FileNotFoundError, match="no history.jsonl"):
         main(["--runs", str(tmp_path), "--output", str(tmp_path / "d.png")])
 
