@@ -380,3 +380,25 @@ def test_variance_forces_probe_at_common_variances_and_restore_nothing(tokenizer
     assert "| final |" in capsys.readouterr().out
     with pytest.raises(FileNotFoundError, match="step-00000099"):
         variance_forces.main([str(run), "--checkpoints", "step-00000099"])
+
+
+def test_latent_dimensions_measures_each_layers_input_and_codebook(tokenizer_runs, tmp_path, capsys):
+    import latent_dimensions
+
+    rows = latent_dimensions.main([str(tokenizer_runs["tiny_sqvae2"]), str(tokenizer_runs["tiny_rqvae"]),
+                                   "--max-images", "16", "--output", str(tmp_path / "dims.json")])  # fmt: skip
+    sq, vq = rows
+    assert len(sq["layers"]) == 2 and len(vq["layers"]) == 3  # tiny_rqvae: 3 residual layers
+    for layer in sq["layers"] + vq["layers"]:
+        assert 1.0 <= layer["input_participation_ratio"] <= 8.0  # embedding_dim 8
+        assert layer["input_top_eigenvalues"] == sorted(layer["input_top_eigenvalues"], reverse=True)
+    assert all("input_directions_above_s2" in layer for layer in sq["layers"])
+    assert not any("s2" in layer for layer in vq["layers"])
+    assert "| sq | 0 |" in capsys.readouterr().out
+
+
+def test_participation_ratio_counts_equal_directions():
+    import latent_dimensions
+
+    assert latent_dimensions.participation_ratio(torch.tensor([1.0, 0.0, 0.0])) == pytest.approx(1.0)
+    assert latent_dimensions.participation_ratio(torch.tensor([2.0, 2.0, 2.0, 2.0])) == pytest.approx(4.0)
