@@ -655,7 +655,8 @@ class HQVAE(ModelMixin, ConfigMixin):
         E[||z~ - z||^2] / (2 s^2) - H(P-hat) + log K = -log((1/K) sum_k exp(-||z~ - b_k||^2 / (2 s^2))),
         which falls monotonically as s^2 grows: the rate always pushes s^2 up (its gradient here is <= 0 up to
         Gumbel noise), and only the decoder term, through the relaxed sample's dependence on s^2, pulls it
-        down. Self-annealing (section 5.3) is the decoder side winning; s^2 rising is the rate side winning."""
+        down; s^2 settles where the two balance (docs/sq_vs_vq.md 10). Read its movement against the codes'
+        scale (``relative_variances``): the objective is invariant to scaling the latent space."""
         if self.config.quantizer != "sq":
             raise ValueError(f"variance_gradients needs quantizer='sq', got {self.config.quantizer!r}")
         if out.latent_losses is None or not out.loss.requires_grad:
