@@ -34,9 +34,9 @@ z = torch.randn(n, 64, device=device, requires_grad=True)
 def fsq_levels(k):
     levels = []
     while k > 1:
-        level = 8 if k % 8 == 0 else 4 if k % 4 == 0 else 2
+        level = 8 if k % 8 == 0 and k != 16 else 4  # FSQ needs every level >= 3
         if k % level:
-            raise ValueError(f"FSQ levels need K a power of 2 here, got {k}")
+            raise ValueError(f"FSQ levels need K = 4^a 8^b here, got {k}")
         levels.append(level); k //= level
     return levels
 layer = {

@@ -20,7 +20,7 @@ from tokenizer.quantizers import Codebook, ResidualQuantizer, StochasticQuantize
 ROOT = Path(__file__).parents[2]
 
 
-@pytest.mark.parametrize("levels", [[8, 5, 5, 5], [3, 4], [2, 2, 2]])
+@pytest.mark.parametrize("levels", [[8, 5, 5, 5], [3, 4], [4, 4, 4]])
 def test_fsq_indices_and_codes_round_trip_and_each_dimension_takes_exactly_its_levels(levels):
     torch.manual_seed(0)
     fsq = FiniteScalarQuantizer(levels, dim=6)
@@ -30,6 +30,23 @@ def test_fsq_indices_and_codes_round_trip_and_each_dimension_takes_exactly_its_l
     assert torch.equal(fsq._indices(codes), indices)
     wide = fsq._scaled(torch.linspace(-20, 20, 4001).unsqueeze(-1).expand(-1, len(levels)))
     assert [len(wide[:, i].unique()) for i in range(len(levels))] == levels  # even levels too (offset)
+
+
+@pytest.mark.parametrize("levels", [[2, 2, 2], [8, 2], [1, 4], []])
+def test_fsq_rejects_levels_below_three_and_names_them(levels):
+    # L = 2: the bound's second value needs z < -3.8 (a dead dimension); binary codes are LFQ's job
+    with pytest.raises(ValueError, match=r"integers >= 3, got \[.*quantizer='lfq'"):
+        FiniteScalarQuantizer(levels, dim=4)
+
+
+def test_fsq_reaches_every_code_from_unit_gaussian_rows_with_live_gradients():
+    torch.manual_seed(0)
+    fsq = FiniteScalarQuantizer([3, 4, 8], dim=3)
+    z = torch.randn(20000, 3, requires_grad=True)
+    codes = fsq._scaled(z)
+    codes.sum().backward()
+    assert fsq._indices(codes.detach()).unique().numel() == fsq.codebook_size
+    assert z.grad.abs().mean() > 0.1
 
 
 @pytest.mark.parametrize(
