@@ -6,7 +6,8 @@ the participation ratio (sum lambda)^2 / sum lambda^2 (1 when one direction hold
 directions hold the same; scale-free, so SQ and VQ compare directly), the top eigenvalues, and for SQ the
 number of input directions whose variance exceeds s_l^2. Soft assignment at s^2 cannot separate codes along a
 direction whose spread is below s^2 (deterministic annealing: Rose et al. 1990), and the latent term charges
-for whatever the codes do not follow, so such directions carry little information::
+for whatever the codes do not follow, so such directions carry little information. Product-quantization layers
+(``sq_groups`` / ``pq_groups``) also get one summary per group (its slice of the input, its own codes)::
 
     .venv/bin/python benchmarks/latent_dimensions.py RUN [RUN ...] [--split test] [--output FILE.json]
 """
@@ -40,6 +41,34 @@ def layer_inputs(model, images: torch.Tensor) -> list[torch.Tensor]:
     return inputs
 
 
+def codebook_weight(module) -> torch.Tensor | None:
+    """A layer's code vectors (K, d), or None for implicit (FSQ, LFQ) and product codebooks."""
+    book = module.get_codebook() if hasattr(module, "get_codebook") else None
+    weight = getattr(book, "weight", None)
+    return None if weight is None else weight.detach().float()
+
+
+def summarise(z: torch.Tensor, book: torch.Tensor | None, s2: float | None) -> dict:
+    """Spectrum summary of rows ``z`` (N, d) and code vectors ``book`` (K, d); with SQ's ``s2``, the number of
+    input directions whose variance exceeds it (the directions soft assignment at s^2 can split codes along)."""
+    spectrum = torch.linalg.eigvalsh(torch.cov(z.T).reshape(z.shape[1], z.shape[1])).flip(0)
+    summary = {
+        "input_participation_ratio": participation_ratio(spectrum),
+        "input_top_eigenvalues": spectrum[:4].tolist(),
+        "input_total_variance": float(spectrum.sum()),
+        "codebook_participation_ratio": None,
+    }
+    if book is not None:
+        book_spectrum = torch.linalg.eigvalsh(torch.cov(book.T).reshape(book.shape[1], book.shape[1])).flip(0)
+        summary["codebook_participation_ratio"] = participation_ratio(book_spectrum)
+        # RMS distance of the codes from their mean: ~0 when a codebook has merged into one point
+        summary["codebook_spread"] = float(book.std(0).pow(2).sum().sqrt())
+    if s2 is not None:
+        summary["s2"] = s2
+        summary["input_directions_above_s2"] = int((spectrum > s2).sum())
+    return summary
+
+
 def analyse(run, args: argparse.Namespace) -> dict:
     model, data = load_run(run)
     rows: list[list[torch.Tensor]] = []
@@ -57,23 +86,14 @@ def analyse(run, args: argparse.Namespace) -> dict:
     modules = [layer for group in model.quantizers for layer in group.layers]
     layers = []
     for index, (parts, module) in enumerate(zip(rows, modules)):
-        z = torch.cat(parts)
-        spectrum = torch.linalg.eigvalsh(torch.cov(z.T)).flip(0)
-        book_spectrum = None  # implicit codebooks (FSQ, LFQ) and product codebooks: none
-        if hasattr(module, "get_codebook"):
-            weight = module.get_codebook().weight.detach().float()
-            book_spectrum = torch.linalg.eigvalsh(torch.cov(weight.T)).flip(0)
-        layer = {
-            "input_participation_ratio": participation_ratio(spectrum),
-            "input_top_eigenvalues": spectrum[:4].tolist(),
-            "input_total_variance": float(spectrum.sum()),
-            "codebook_participation_ratio": None
-            if book_spectrum is None
-            else participation_ratio(book_spectrum),
-        }
-        if sq:
-            layer["s2"] = variances[index]
-            layer["input_directions_above_s2"] = int((spectrum > variances[index]).sum())
+        s2 = variances[index] if sq else None
+        layer = summarise(torch.cat(parts), codebook_weight(module), s2)
+        if hasattr(module, "part_codebooks"):  # product quantization: each group's own subspace and codes
+            splits = torch.cat(parts).split(module.split_sizes, -1)
+            books = module.part_codebooks()
+            layer["groups"] = [
+                summarise(z, book.weight.detach().float(), s2) for z, book in zip(splits, books)
+            ]
         layers.append(layer)
     return {"run": str(run), "quantizer": model.config.quantizer, "images": seen, "layers": layers}
 
@@ -81,20 +101,24 @@ def analyse(run, args: argparse.Namespace) -> dict:
 def to_markdown(results: list[dict]) -> str:
     lines = [
         "| run | quantizer | layer | input participation ratio | top input eigenvalues | input directions > s² "
-        "| codebook participation ratio |",
-        "|---|---|---|---|---|---|---|",
+        "| codebook participation ratio | code spread (RMS) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for result in results:
         for index, layer in enumerate(result["layers"]):
-            above = layer.get("input_directions_above_s2", "–")
-            if "s2" in layer:
-                above = f"{above} (s² {layer['s2']:.3g})"
-            book = layer["codebook_participation_ratio"]
-            lines.append(
-                f"| {result['run']} | {result['quantizer']} | {index} | {layer['input_participation_ratio']:.2f} | "
-                f"{', '.join(f'{v:.3g}' for v in layer['input_top_eigenvalues'])} | {above} | "
-                f"{'–' if book is None else f'{book:.2f}'} |"
-            )
+            named = [(str(index), layer)] + [
+                (f"{index}.g{m}", g) for m, g in enumerate(layer.get("groups", []))
+            ]
+            for name, part in named:
+                above = part.get("input_directions_above_s2", "–")
+                if "s2" in part:
+                    above = f"{above} (s² {part['s2']:.3g})"
+                book = part["codebook_participation_ratio"]
+                lines.append(
+                    f"| {result['run']} | {result['quantizer']} | {name} | {part['input_participation_ratio']:.2f} | "
+                    f"{', '.join(f'{v:.3g}' for v in part['input_top_eigenvalues'])} | {above} | "
+                    f"{'–' if book is None else f'{book:.2f}'} | {part.get('codebook_spread', float('nan')):.3g} |"
+                )
     return "\n".join(lines)
 
 

@@ -32,7 +32,13 @@ import statistics
 from pathlib import Path
 
 import photo_patches
-from tokenizer_quality import _fmt, _mean_std, add_extend_from_argument, train_or_read
+from tokenizer_quality import (
+    _fmt,
+    _mean_std,
+    add_extend_from_argument,
+    add_validate_every_argument,
+    train_or_read,
+)
 
 from tokenizer import HQVAE
 
@@ -121,6 +127,7 @@ def run(
     fashion_mnist_path: str | None = None,
     variance_lr_multiplier: float = 1.0,
     extend_root: Path | None = None,
+    validate_every: int | None = None,
 ) -> list[dict]:
     """Every cell x variant x seed (seed-major, then cell), saving ``results.json`` after each run;
     ``extend_root``: a sweep at a shorter budget whose runs of the same names these continue."""
@@ -138,8 +145,9 @@ def run(
                 )
                 extend_from = None if extend_root is None else extend_root / run_name
                 result = train_or_read(
-                    model, data, steps, seed, run_dir, final_temperature, sq_only, extend_from=extend_from
-                )
+                    model, data, steps, seed, run_dir, final_temperature, sq_only,
+                    extend_from=extend_from, validate_every=validate_every,
+                )  # fmt: skip
                 rows.append(
                     {"cell": name, "variant": variant, "seed": seed, "model": model, **regime(cell), **result}
                 )
@@ -267,6 +275,7 @@ def main(argv=None):
     parser.add_argument("--final-temperature", type=float, default=0.3, help="tau at the last step")
     parser.add_argument("--output", type=Path, default=None)
     add_extend_from_argument(parser)
+    add_validate_every_argument(parser)
     parser.add_argument("--data-root", type=Path, default=Path("runs/data"), help="photo patch sets")
     parser.add_argument("--fashion-mnist-path", default=None, help="idx files (default: Debian's)")
     parser.add_argument(
@@ -289,6 +298,7 @@ def main(argv=None):
         args.fashion_mnist_path,
         args.variance_lr_multiplier,
         args.extend_from,
+        args.validate_every,
     )
     table = to_markdown(rows, args.steps)
     (out_root / "results.md").write_text(table)

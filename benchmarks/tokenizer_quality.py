@@ -100,12 +100,15 @@ def train_or_read(
     optimizer: dict | None = None,
     probe: bool = False,
     extend_from: Path | None = None,
+    validate_every: int | None = None,
 ) -> dict:
     """Trains one tokenizer (batch 32, Adam lr 1e-3 with the trainer's betas), resumes an unfinished run from
     its checkpoint, or reads a finished run's ``metrics.json`` back; returns the metrics (+ s^2 and entropy
     start -> end for SQ). tau ends at ``final_temperature`` unless ``model`` sets ``temperature_decay``;
     ``optimizer``: further ``optimizer:`` settings (e.g. ``variance_lr_multiplier``). ``extend_from``: a
-    shorter run of the same configuration whose last checkpoint this run starts from (``seed_from_shorter``)."""
+    shorter run of the same configuration whose last checkpoint this run starts from (``seed_from_shorter``).
+    ``validate_every``: steps between validations (default: once, at the end); each validation also feeds the
+    plateau scheduler (LR halved after ``plateau_patience`` validations without improvement, appendix F)."""
     if "temperature_decay" in model:
         final_temperature = None
     config = from_dict(
@@ -123,7 +126,7 @@ def train_or_read(
             "seed": seed,
             "logging": {
                 "log_every": max(1, steps // 20),
-                "validate_every": steps,
+                "validate_every": validate_every or steps,
                 "checkpoint_every": max(1, steps // 3),
                 "tensorboard": False,
             },
@@ -227,6 +230,7 @@ def run_one(
     probe: bool = False,
     optimizer: dict | None = None,
     extend_from: Path | None = None,
+    validate_every: int | None = None,
 ) -> dict:
     """One variant at one seed on Fashion-MNIST; returns its row. ``common``: model arguments given to every
     variant alike (e.g. ``codebook_init``), SQ and VQ; ``optimizer``: ``optimizer:`` settings for all alike;
@@ -239,7 +243,18 @@ def run_one(
         "variant": name,
         "seed": seed,
         "model": model,
-        **train_or_read(model, data, steps, seed, run_dir, final_temperature, optimizer, probe, extend_from),
+        **train_or_read(
+            model,
+            data,
+            steps,
+            seed,
+            run_dir,
+            final_temperature,
+            optimizer,
+            probe,
+            extend_from,
+            validate_every,
+        ),
     }
 
 
@@ -256,6 +271,7 @@ def run(
     probe: bool = False,
     optimizer: dict | None = None,
     extend_root: Path | None = None,
+    validate_every: int | None = None,
 ) -> list[dict]:
     """Every variant at every seed (seed-major, so a partial sweep already covers all variants once);
     ``extend_root``: a sweep at a shorter budget whose runs of the same names these continue."""
@@ -277,6 +293,7 @@ def run(
                     probe,
                     optimizer,
                     None if extend_root is None else extend_root / run_dir.name,
+                    validate_every,
                 )
             )
             (out_root / "results.json").write_text(json.dumps(rows, indent=2))
@@ -358,6 +375,17 @@ def add_extend_from_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_validate_every_argument(parser: argparse.ArgumentParser) -> None:
+    """``--validate-every``, shared with ``sq_regime.py``."""
+    parser.add_argument(
+        "--validate-every",
+        type=int,
+        default=None,
+        help="steps between validations (default: once, at the end); each one also feeds the plateau "
+        "scheduler that halves the LR after 3 validations without improvement (appendix F)",
+    )
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=3000)
@@ -400,6 +428,7 @@ def main(argv=None):
     )
     parser.add_argument("--output", type=Path, default=None)
     add_extend_from_argument(parser)
+    add_validate_every_argument(parser)
     parser.add_argument("--validation-size", type=int, default=5000, help="training images held out")
     parser.add_argument(
         "--data-path", default=None, help="folder with Fashion-MNIST idx files (default: Debian's)"
@@ -428,6 +457,7 @@ def main(argv=None):
         args.probe,
         {"betas": tuple(args.betas)},
         args.extend_from,
+        args.validate_every,
     )
     table = to_markdown(rows, args.steps, args.betas)
     (out_root / "results.md").write_text(table)

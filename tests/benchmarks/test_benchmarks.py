@@ -228,10 +228,12 @@ def test_sq_regime_runs_a_cell_and_writes_its_table_and_plot(idx_dataset, tmp_pa
     longer = ["--steps", "4", "--final-temperature", "0.09", "--extend-from", str(tmp_path)]
     monkeypatch.setitem(sq_regime.FASHION_MNIST, "validation_size", 16)
     common = ["--cells", cell, "--variants", "sq_data", "vq_data", "--fashion-mnist-path", str(idx_dataset)]
-    sq_regime.main(common + longer + ["--output", str(tmp_path / "longer")])
+    sq_regime.main(common + longer + ["--output", str(tmp_path / "longer"), "--validate-every", "1"])
     for variant in ("sq_data", "vq_data"):
         short, extended = (d / cell / variant / "history.jsonl" for d in (tmp_path, tmp_path / "longer"))
         assert extended.read_text().startswith(short.read_text())  # steps 1-2 carried over, 3-4 trained
+        validations = (tmp_path / "longer" / cell / variant / "validation.jsonl").read_text().splitlines()
+        assert [json.loads(line)["step"] for line in validations] == [2, 3, 4]  # every step from 3 on
 
 
 def test_audio_quality_runs_rsq_and_rq_on_spectrograms(audio_folder, tmp_path, capsys):
@@ -395,6 +397,19 @@ def test_latent_dimensions_measures_each_layers_input_and_codebook(tokenizer_run
     assert all("input_directions_above_s2" in layer for layer in sq["layers"])
     assert not any("s2" in layer for layer in vq["layers"])
     assert "| sq | 0 |" in capsys.readouterr().out
+
+
+def test_latent_dimensions_counts_directions_above_s2_and_code_spread():
+    import latent_dimensions
+
+    torch.manual_seed(0)
+    z = torch.randn(4000, 3) * torch.tensor([1.0, 0.1, 0.01])  # variances 1, 0.01, 1e-4
+    summary = latent_dimensions.summarise(z, torch.tensor([[1.0, 0, 0], [-1.0, 0, 0]]), s2=0.005)
+    assert summary["input_directions_above_s2"] == 2 and summary["s2"] == 0.005
+    assert summary["input_top_eigenvalues"][0] == pytest.approx(1.0, rel=0.1)
+    assert summary["codebook_participation_ratio"] == pytest.approx(1.0)
+    assert summary["codebook_spread"] == pytest.approx(2**0.5)  # std over the 2 codes (unbiased) along x
+    assert "s2" not in latent_dimensions.summarise(z, None, None)
 
 
 def test_participation_ratio_counts_equal_directions():
