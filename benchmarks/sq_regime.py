@@ -35,8 +35,7 @@ import photo_patches
 from tokenizer_quality import (
     _fmt,
     _mean_std,
-    add_extend_from_argument,
-    add_validate_every_argument,
+    add_budget_arguments,
     train_or_read,
 )
 
@@ -274,8 +273,7 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--final-temperature", type=float, default=0.3, help="tau at the last step")
     parser.add_argument("--output", type=Path, default=None)
-    add_extend_from_argument(parser)
-    add_validate_every_argument(parser)
+    add_budget_arguments(parser)
     parser.add_argument("--data-root", type=Path, default=Path("runs/data"), help="photo patch sets")
     parser.add_argument("--fashion-mnist-path", default=None, help="idx files (default: Debian's)")
     parser.add_argument(

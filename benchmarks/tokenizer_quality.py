@@ -364,8 +364,9 @@ def to_markdown(rows: list[dict], steps: int, betas: tuple[float, float] = (0.9,
     return "\n".join(lines) + "\n"
 
 
-def add_extend_from_argument(parser: argparse.ArgumentParser) -> None:
-    """``--extend-from``, shared with ``sq_regime.py`` (``seed_from_shorter`` does the work)."""
+def add_budget_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--extend-from`` (``seed_from_shorter`` does the work) and ``--validate-every``, shared with
+    ``sq_regime.py``."""
     parser.add_argument(
         "--extend-from",
         type=Path,
@@ -373,10 +374,6 @@ def add_extend_from_argument(parser: argparse.ArgumentParser) -> None:
         help="a sweep folder at a shorter budget: each run starts from its namesake's last checkpoint there "
         "(same settings; keep the Gumbel decay r by choosing --final-temperature exp(-r * steps))",
     )
-
-
-def add_validate_every_argument(parser: argparse.ArgumentParser) -> None:
-    """``--validate-every``, shared with ``sq_regime.py``."""
     parser.add_argument(
         "--validate-every",
         type=int,
@@ -427,8 +424,7 @@ def main(argv=None):
         help="Adam betas of every variant (the trainer's default (0.9, 0.9), appendix F; torch's (0.9, 0.999))",
     )
     parser.add_argument("--output", type=Path, default=None)
-    add_extend_from_argument(parser)
-    add_validate_every_argument(parser)
+    add_budget_arguments(parser)
     parser.add_argument("--validation-size", type=int, default=5000, help="training images held out")
     parser.add_argument(
         "--data-path", default=None, help="folder with Fashion-MNIST idx files (default: Debian's)"
