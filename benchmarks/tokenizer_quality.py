@@ -163,7 +163,7 @@ def seed_from_shorter(source: Path, config) -> bool:
 
     import yaml
 
-    from tokenizer.config import to_dict
+    from tokenizer.config import first_difference, to_dict
     from tokenizer.trainer import is_finished
     from tokenizer.training_utils import CheckpointManager
 
@@ -191,19 +191,16 @@ def seed_from_shorter(source: Path, config) -> bool:
                 f"extend from {source}: model.min_temperature {floors[0]} there, {floors[1]} here, and its "
                 f"tau reached {reached:.6g}: the first {old_steps} steps would differ"
             )
-    for section in ("model", "data", "optimizer", "seed", "losses"):
-        before, after = old[section], new[section]
-        if isinstance(after, dict):
-            before = {k: v for k, v in before.items() if k not in ("max_steps", "final_temperature")}
-            after = {k: v for k, v in after.items() if k not in ("max_steps", "final_temperature")}
-            differing = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
-            if differing:
-                key = differing[0]
-                raise ValueError(
-                    f"extend from {source}: {section}.{key} is {before.get(key)!r} there, {after.get(key)!r} here"
-                )
-        elif before != after:
-            raise ValueError(f"extend from {source}: {section} is {before!r} there, {after!r} here")
+    # not logging: the validation cadence (the plateau schedule) may change
+    sections = ("model", "data", "optimizer", "seed", "losses")
+    difference = first_difference(
+        {k: old[k] for k in sections},
+        {k: new[k] for k in sections},
+        ignore=("optimizer.max_steps", "optimizer.final_temperature"),
+    )
+    if difference is not None:
+        key, before, after = difference
+        raise ValueError(f"extend from {source}: {key} is {before!r} there, {after!r} here")
     (target / "checkpoints").mkdir(parents=True, exist_ok=True)
     for log in ("history.jsonl", "validation.jsonl"):  # the s^2 / entropy trajectories start at step 0
         if (source / log).exists():

@@ -157,6 +157,27 @@ def to_dict(config) -> dict:
     return plain(dataclasses.asdict(config))
 
 
+def first_difference(old: dict, new: dict, ignore: tuple[str, ...] = ()) -> tuple[str, Any, Any] | None:
+    """The first (sorted) dotted key whose value differs between two nested config dicts, with both values,
+    or None. Keys in ``ignore`` (dotted, e.g. ``"optimizer.max_steps"``) and everything under them are
+    skipped; a key present on one side only counts as a difference (its missing value reads as None)."""
+
+    def flat(data: dict, prefix: str = "") -> dict:
+        out = {}
+        for key, value in data.items():
+            name = f"{prefix}{key}"
+            if name in ignore:
+                continue
+            out.update(flat(value, f"{name}.") if isinstance(value, dict) else {name: value})
+        return out
+
+    before, after = flat(old), flat(new)
+    for key in sorted(before.keys() | after.keys()):
+        if before.get(key) != after.get(key):
+            return key, before.get(key), after.get(key)
+    return None
+
+
 def check_kwargs(callable_, kwargs: dict, path: str) -> None:
     """Checks a block of constructor arguments (e.g. ``model:``) against ``callable_``'s signature: unknown keys
     and values of the wrong type (against its annotations) raise ``ValueError`` naming ``path.key``; values are

@@ -68,6 +68,41 @@ def is_finished(run_dir: str | Path) -> bool:
     return (Path(run_dir) / METRICS_FILE).exists()
 
 
+# settings that change neither what is trained nor what is measured
+NOT_THE_RUN = (
+    "output_dir", "num_threads", "data.num_workers", "logging.log_every", "logging.tensorboard",
+    "logging.checkpoint_every", "logging.keep_checkpoints", "logging.grid_images",
+)  # fmt: skip
+# a killed run may be resumed with a longer budget (the temperature decay r itself, in model, must match)
+RESUMABLE_CHANGES = ("optimizer.max_steps", "optimizer.final_temperature")
+
+
+def check_same_run(run_dir: Path, config, finished: bool) -> None:
+    """Raises ``ValueError`` naming the first setting in which ``run_dir/config.yaml`` differs from ``config``
+    (both read through ``config``'s schema, so keys added since with their defaults do not count). Settings in
+    ``NOT_THE_RUN`` may differ; for an unfinished run also ``RESUMABLE_CHANGES``."""
+    import yaml
+
+    from tokenizer.config import first_difference, from_dict, to_dict
+
+    saved = run_dir / "config.yaml"
+    if not saved.exists():  # a checkpoint copied in by --extend-from, before its first step here
+        return
+    try:
+        old = to_dict(from_dict(type(config), yaml.safe_load(saved.read_text())))
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{saved} cannot be read as a {type(config).__name__}: {error}") from None
+    ignore = NOT_THE_RUN if finished else NOT_THE_RUN + RESUMABLE_CHANGES
+    difference = first_difference(old, to_dict(config), ignore)
+    if difference is not None:
+        key, before, after = difference
+        state = "a finished" if finished else "an unfinished"
+        raise ValueError(
+            f"{run_dir} holds {state} run with {key} = {before!r}, not {after!r} as asked: give this run its "
+            "own output folder (or delete that one to train it again)"
+        )
+
+
 class BaseTrainer:
     """The shared loop; see the module docstring for the hooks a stage implements."""
 
@@ -121,12 +156,17 @@ class BaseTrainer:
 
     @classmethod
     def train_or_resume(cls, config) -> dict:
-        """A finished run's metrics read back; a killed run resumed from its newest checkpoint; else trained."""
+        """A finished run's metrics read back; a killed run resumed from its newest checkpoint; else trained.
+        Either way the folder's ``config.yaml`` must describe the same run as ``config`` (``check_same_run``):
+        a sweep re-run into an old folder with other settings raises instead of returning the old results."""
         out = Path(config.output_dir)
         if is_finished(out):
+            check_same_run(out, config, finished=True)
             logger.info("already trained: %s", out)
             return json.loads((out / METRICS_FILE).read_text())
         resume = "latest" if CheckpointManager(out / "checkpoints").latest() is not None else None
+        if resume is not None:
+            check_same_run(out, config, finished=False)
         return cls(config, resume).fit()
 
     # -- set-up helpers for build() --------------------------------------------------------------------------

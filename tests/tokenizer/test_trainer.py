@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tokenizer.config import load_config
+from tokenizer.config import first_difference, load_config
 from tokenizer.model import HQVAE
 from tokenizer.train import TokenizerTrainer, TrainConfig
 from tokenizer.trainer import is_finished
@@ -35,6 +35,41 @@ def test_train_or_resume_trains_then_reads_back_then_resumes_a_killed_run(idx_da
         json.loads(line)["step"] for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()
     ]
     assert resumed["steps"] == 6 and steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_train_or_resume_refuses_a_folder_that_holds_another_run(idx_dataset, tmp_path):
+    out = tmp_path / "run"
+    TokenizerTrainer.train_or_resume(tiny(idx_dataset, out, "optimizer.max_steps=2"))
+    metrics = (out / "metrics.json").read_text()
+    # finished: another budget, seed or learning rate is another run, never the old metrics read back
+    for override, key in [
+        ("optimizer.max_steps=3", "optimizer.max_steps"),
+        ("seed=1", "seed"),
+        ("optimizer.learning_rate=0.01", "optimizer.learning_rate"),
+        ("logging.validate_every=1", "logging.validate_every"),
+    ]:
+        with pytest.raises(ValueError, match=f"holds a finished run with {key} = .*, not .* as asked"):
+            TokenizerTrainer.train_or_resume(tiny(idx_dataset, out, "optimizer.max_steps=2", override))
+    assert (out / "metrics.json").read_text() == metrics
+    # settings that change neither the training nor the measurement may differ
+    same = tiny(idx_dataset, out, "optimizer.max_steps=2", "logging.log_every=7", "logging.tensorboard=false")
+    assert TokenizerTrainer.train_or_resume(same) == json.loads(metrics)
+    # unfinished: a longer budget resumes (test above); any other change raises before a step is taken
+    (out / "metrics.json").unlink()
+    with pytest.raises(ValueError, match="holds an unfinished run with optimizer.learning_rate = 0.001"):
+        TokenizerTrainer.train_or_resume(
+            tiny(idx_dataset, out, "optimizer.max_steps=4", "optimizer.learning_rate=0.01")
+        )
+    assert not is_finished(out)
+
+
+def test_first_difference_names_the_first_differing_dotted_key():
+    old = {"a": 1, "b": {"c": 2, "d": [1, 2]}, "e": {"f": 1}}
+    assert first_difference(old, old) is None
+    assert first_difference(old, {**old, "b": {"c": 3, "d": [1]}}) == ("b.c", 2, 3)
+    assert first_difference(old, {**old, "b": {"c": 2, "d": [1]}}) == ("b.d", [1, 2], [1])
+    assert first_difference(old, {**old, "g": 0}) == ("g", None, 0)
+    assert first_difference(old, {**old, "b": {"c": 3}, "e": {"f": 2}}, ignore=("b", "e.f")) is None
 
 
 def test_metrics_json_is_written_last_so_a_failed_finish_leaves_the_run_unfinished(
