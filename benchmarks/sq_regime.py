@@ -37,6 +37,7 @@ from tokenizer_quality import (
     _mean_std,
     add_budget_arguments,
     train_or_read,
+    warn_constant_lr,
 )
 
 from tokenizer import HQVAE
@@ -283,6 +284,7 @@ def main(argv=None):
         help="SQ log s^2 LR / learning rate (SQ variants)",
     )
     args = parser.parse_args(argv)
+    warn_constant_lr(args.steps, args.validate_every)
     out_root = args.output or Path("runs/benchmarks") / f"sq_regime_{args.steps}"
     out_root.mkdir(parents=True, exist_ok=True)
     rows = run(

@@ -23,6 +23,7 @@ import argparse
 import json
 import math
 import statistics
+import sys
 from pathlib import Path
 
 from tokenizer.config import from_dict
@@ -66,6 +67,11 @@ VARIANTS: dict[str, dict] = {
     "lfq2_norm": {**INJECTED, "quantizer": "lfq", "lfq_input_norm": True},  # standardised rows into the bits
     # + a soft entropy penalty (inverse temperature 1 instead of 100): its batch-entropy gradient stays alive
     "lfq2_norm_soft": {**INJECTED, "quantizer": "lfq", "lfq_input_norm": True, "lfq_inv_temperature": 1.0},
+    # why LFQ trails (docs/benchmarks.md): without its auxiliary terms (commitment, then the entropy penalty too),
+    # and FSQ with 3 levels per dimension (3^6 = 729 codes, 9.5 bits) between FSQ [8, 8, 8] and LFQ's 2 levels
+    "lfq2_nocommit": {**INJECTED, "quantizer": "lfq", "commitment_cost": 0.0},
+    "lfq2_plain": {**INJECTED, "quantizer": "lfq", "commitment_cost": 0.0, "lfq_entropy_weight": 0.0},
+    "fsq2_ternary": {**INJECTED, "quantizer": "fsq", "fsq_levels": [3] * 6, "codebook_sizes": [729, 729]},
     "gumbel2": {**INJECTED, "quantizer": "gumbel"},
     "pq2": {**INJECTED, **VQ, "quantizer": "pq", "pq_groups": 3},  # 512 = 8^3: three 8-code EMA codebooks
     "rfsq": {**RESIDUAL, "quantizer": "fsq", "fsq_levels": [4, 4, 4]},
@@ -380,6 +386,17 @@ def add_budget_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def warn_constant_lr(steps: int, validate_every: int | None) -> None:
+    """Long budgets validated only at the end train at a constant LR: appendix F's plateau halving never acts,
+    which cost RSQ-VAE 9.4 % and RQ-VAE 2.0 % test RMSE at 50,000 steps (docs/sq_vs_vq.md 11b)."""
+    if validate_every is None and steps >= 10_000:
+        print(
+            f"warning: {steps} steps validated only at the end keep the LR constant (the plateau schedule never "
+            "acts; docs/sq_vs_vq.md 11b); --validate-every ~2000 (about one Fashion-MNIST epoch) runs it",
+            file=sys.stderr,
+        )
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=3000)
@@ -432,6 +449,7 @@ def main(argv=None):
         sq_overrides["min_temperature"] = args.min_temperature
     if args.init_entropy_fraction is not None:
         sq_overrides["init_entropy_fraction"] = args.init_entropy_fraction
+    warn_constant_lr(args.steps, args.validate_every)
     suffix = "" if args.codebook_init == "random" else f"_{args.codebook_init}_init"
     if tuple(args.betas) != (0.9, 0.9):
         suffix += f"_betas{args.betas[0]:g}_{args.betas[1]:g}"

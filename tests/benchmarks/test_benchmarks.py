@@ -417,3 +417,11 @@ def test_participation_ratio_counts_equal_directions():
 
     assert latent_dimensions.participation_ratio(torch.tensor([1.0, 0.0, 0.0])) == pytest.approx(1.0)
     assert latent_dimensions.participation_ratio(torch.tensor([2.0, 2.0, 2.0, 2.0])) == pytest.approx(4.0)
+
+
+def test_long_budgets_without_validations_warn_that_the_lr_stays_constant(capsys):
+    tokenizer_quality.warn_constant_lr(10_000, None)
+    assert "keep the LR constant" in capsys.readouterr().err
+    for steps, validate_every in [(9_999, None), (50_000, 2000)]:
+        tokenizer_quality.warn_constant_lr(steps, validate_every)
+        assert capsys.readouterr().err == ""
