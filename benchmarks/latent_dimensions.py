@@ -7,7 +7,8 @@ directions hold the same; scale-free, so SQ and VQ compare directly), the top ei
 number of input directions whose variance exceeds s_l^2. Soft assignment at s^2 cannot separate codes along a
 direction whose spread is below s^2 (deterministic annealing: Rose et al. 1990), and the latent term charges
 for whatever the codes do not follow, so such directions carry little information. Product-quantization layers
-(``sq_groups`` / ``pq_groups``) also get one summary per group (its slice of the input, its own codes)::
+(``sq_groups`` / ``pq_groups``) also get one summary per group (its slice of the input, its own codes); LFQ
+layers the state of their sign projections (how many sit near a flip, how many at the tanh bound)::
 
     .venv/bin/python benchmarks/latent_dimensions.py RUN [RUN ...] [--split test] [--output FILE.json]
 """
@@ -69,6 +70,20 @@ def summarise(z: torch.Tensor, book: torch.Tensor | None, s2: float | None) -> d
     return summary
 
 
+@torch.no_grad()
+def sign_projections(module, z: torch.Tensor) -> dict | None:
+    """An LFQ layer's projected values u (before the signs) on rows ``z``: the median |u|, the fraction near a
+    sign flip (|u| < 0.1) and, with ``soft_clamp`` v, the fraction at the bound (|v tanh(u / v)| > 0.99 v, where
+    the straight-through gradient is < 2 % of its value at 0). None for other quantizers."""
+    if not hasattr(module, "soft_clamp"):
+        return None
+    u = module.project_in(module.norm(z)).float()
+    summary = {"median_abs": float(u.abs().median()), "near_flip": float((u.abs() < 0.1).float().mean())}
+    if module.soft_clamp is not None:
+        summary["at_bound"] = float((torch.tanh(u / module.soft_clamp).abs() > 0.99).float().mean())
+    return summary
+
+
 def analyse(run, args: argparse.Namespace) -> dict:
     model, data = load_run(run)
     rows: list[list[torch.Tensor]] = []
@@ -88,6 +103,9 @@ def analyse(run, args: argparse.Namespace) -> dict:
     for index, (parts, module) in enumerate(zip(rows, modules)):
         s2 = variances[index] if sq else None
         layer = summarise(torch.cat(parts), codebook_weight(module), s2)
+        signs = sign_projections(module, torch.cat(parts))
+        if signs is not None:
+            layer["sign_projections"] = signs
         if hasattr(module, "part_codebooks"):  # product quantization: each group's own subspace and codes
             splits = torch.cat(parts).split(module.split_sizes, -1)
             books = module.part_codebooks()
@@ -101,8 +119,8 @@ def analyse(run, args: argparse.Namespace) -> dict:
 def to_markdown(results: list[dict]) -> str:
     lines = [
         "| run | quantizer | layer | input participation ratio | top input eigenvalues | input directions > s² "
-        "| codebook participation ratio | code spread (RMS) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| codebook participation ratio | code spread (RMS) | LFQ: median abs(u), near a flip, at the bound |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for result in results:
         for index, layer in enumerate(result["layers"]):
@@ -114,10 +132,16 @@ def to_markdown(results: list[dict]) -> str:
                 if "s2" in part:
                     above = f"{above} (s² {part['s2']:.3g})"
                 book = part["codebook_participation_ratio"]
+                signs = part.get("sign_projections")
+                if signs is not None:
+                    at_bound = signs.get("at_bound")
+                    at_bound = "–" if at_bound is None else f"{at_bound:.3f}"
+                    signs = f"{signs['median_abs']:.3g}, {signs['near_flip']:.3f}, {at_bound}"
                 lines.append(
                     f"| {result['run']} | {result['quantizer']} | {name} | {part['input_participation_ratio']:.2f} | "
                     f"{', '.join(f'{v:.3g}' for v in part['input_top_eigenvalues'])} | {above} | "
-                    f"{'–' if book is None else f'{book:.2f}'} | {part.get('codebook_spread', float('nan')):.3g} |"
+                    f"{'–' if book is None else f'{book:.2f}'} | {part.get('codebook_spread', float('nan')):.3g} | "
+                    f"{signs or '–'} |"
                 )
     return "\n".join(lines)
 

@@ -41,6 +41,7 @@ RESET = dict(dead_code_threshold=1.0)
 # SQ variants use the budget-matched schedule from the command line (--final-temperature, --init-variance);
 # the "_paper_tau" ones keep the paper's r = 1e-5 whatever the budget.
 PAPER_TAU = dict(temperature_decay=1e-5)
+NO_AUX = dict(commitment_cost=0.0, lfq_entropy_weight=0.0)  # LFQ without its commitment and entropy terms
 
 VARIANTS: dict[str, dict] = {
     "sqvae2": {**INJECTED, "quantizer": "sq"},
@@ -67,16 +68,30 @@ VARIANTS: dict[str, dict] = {
     "lfq2_norm": {**INJECTED, "quantizer": "lfq", "lfq_input_norm": True},  # standardised rows into the bits
     # + a soft entropy penalty (inverse temperature 1 instead of 100): its batch-entropy gradient stays alive
     "lfq2_norm_soft": {**INJECTED, "quantizer": "lfq", "lfq_input_norm": True, "lfq_inv_temperature": 1.0},
-    # why LFQ trails (docs/benchmarks.md): without its auxiliary terms (commitment, then the entropy penalty too),
-    # and FSQ with 3 levels per dimension (3^6 = 729 codes, 9.5 bits) between FSQ [8, 8, 8] and LFQ's 2 levels
+    # why LFQ trails (docs/benchmarks.md "Why LFQ trailed"): without its auxiliary terms (commitment, then the
+    # entropy penalty too), and FSQ with 3 levels per dimension (3^6 = 729 codes, 9.5 bits) between FSQ [8, 8, 8]
+    # and LFQ's 2 levels
     "lfq2_nocommit": {**INJECTED, "quantizer": "lfq", "commitment_cost": 0.0},
-    "lfq2_plain": {**INJECTED, "quantizer": "lfq", "commitment_cost": 0.0, "lfq_entropy_weight": 0.0},
+    "lfq2_plain": {**INJECTED, "quantizer": "lfq", **NO_AUX},
     "fsq2_ternary": {**INJECTED, "quantizer": "fsq", "fsq_levels": [3] * 6, "codebook_sizes": [729, 729]},
+    # the projected values bounded by tanh before the signs (lfq_soft_clamp 1): entropy penalty only; MAGVIT-v2's
+    # two terms; neither (the bounded plain sign, the recommended LFQ here); a 10x weaker entropy penalty
+    "lfq2_clamp": {**INJECTED, "quantizer": "lfq", "lfq_soft_clamp": 1.0, "commitment_cost": 0.0},
+    "lfq2_clamp_commit": {**INJECTED, "quantizer": "lfq", "lfq_soft_clamp": 1.0},
+    "lfq2_clamp_plain": {**INJECTED, "quantizer": "lfq", "lfq_soft_clamp": 1.0, **NO_AUX},
+    "lfq2_clamp_e001": {
+        **INJECTED,
+        "quantizer": "lfq",
+        "lfq_soft_clamp": 1.0,
+        **NO_AUX,
+        "lfq_entropy_weight": 0.01,
+    },
     "gumbel2": {**INJECTED, "quantizer": "gumbel"},
     "pq2": {**INJECTED, **VQ, "quantizer": "pq", "pq_groups": 3},  # 512 = 8^3: three 8-code EMA codebooks
     "rfsq": {**RESIDUAL, "quantizer": "fsq", "fsq_levels": [4, 4, 4]},
     "rlfq": {**RESIDUAL, "quantizer": "lfq"},
     "rlfq_norm": {**RESIDUAL, "quantizer": "lfq", "lfq_input_norm": True},
+    "rlfq_clamp_plain": {**RESIDUAL, "quantizer": "lfq", "lfq_soft_clamp": 1.0, **NO_AUX},
     "rgumbel": {**RESIDUAL, "quantizer": "gumbel"},
     "rpq": {**RESIDUAL, **VQ, "quantizer": "pq", "pq_groups": 2},  # 64 = 8^2
     # product quantization with SQ inside: the same groups, one s^2 per layer (StochasticProductQuantizer)

@@ -134,6 +134,8 @@ class HQVAE(ModelMixin, ConfigMixin):
         lfq_input_norm: LFQ: normalise each encoder row (zero mean, unit variance over its d values, no affine
             parameters) before the projection to the sign bits, the role of the non-affine GroupNorm that
             MAGVIT-v2's LFQ assumes in the encoder (docs/benchmarks.md: without it the bits freeze).
+        lfq_soft_clamp: LFQ: v > 0 bounds the projected values, u <- v tanh(u / v), before the signs (lucidrains'
+            ``soft_clamp_input_value``); None (default) leaves them unbounded, held only by the commitment term.
         gumbel_kl_weight: Gumbel-VQ: weight of KL(q || uniform) per code position (5e-4 as in taming).
         pq_groups: product quantization ("pq"): M groups of the code dimensions, each with its own VQ codebook of
             K^(1/M) codes (K must be an M-th power; the VQ options apply to each group).
@@ -173,6 +175,7 @@ class HQVAE(ModelMixin, ConfigMixin):
         lfq_diversity_gamma: float = 1.0,
         lfq_inv_temperature: float = 100.0,
         lfq_input_norm: bool = False,
+        lfq_soft_clamp: float | None = None,
         gumbel_kl_weight: float = 5e-4,
         pq_groups: int = 2,
         sq_groups: int = 1,
@@ -270,6 +273,7 @@ class HQVAE(ModelMixin, ConfigMixin):
                 "diversity_gamma": lfq_diversity_gamma,
                 "inv_temperature": lfq_inv_temperature,
                 "input_norm": lfq_input_norm,
+                "soft_clamp": lfq_soft_clamp,
                 "commitment_weight": commitment_cost,
             },
             "gumbel": {"kl_weight": gumbel_kl_weight, "codebook_init_std": codebook_init_std},

@@ -141,6 +141,10 @@ class LookupFreeQuantizer(_ImplicitCodebook):
     Its own terms (per element, like VQ's): ``commitment_weight`` ||z - sg[q]||^2 and the entropy penalty
     ``entropy_weight`` (mean_i H(p_i) - ``diversity_gamma`` H(mean_i p_i)), p_i = softmax over the K codes of
     -||z_i - c_k||^2 * ``inv_temperature`` (MAGVIT-v2 eq. 5; the batch mean is over all processes under DDP).
+
+    ``soft_clamp``: v > 0 bounds the projected values, u <- v tanh(u / v), before the signs and both terms (the
+    ``soft_clamp_input_value`` of lucidrains' LFQ). Without a bound only the commitment term keeps u finite:
+    with commitment 0 the straight-through gradient grows u until the loss is NaN (docs/benchmarks.md).
     """
 
     def __init__(
@@ -152,8 +156,11 @@ class LookupFreeQuantizer(_ImplicitCodebook):
         inv_temperature: float = 100.0,
         commitment_weight: float = 0.25,
         input_norm: bool = False,
+        soft_clamp: float | None = None,
     ):
         super().__init__()
+        if soft_clamp is not None and not soft_clamp > 0:
+            raise ValueError(f"lfq_soft_clamp must be > 0 (or None for no bound), got {soft_clamp}")
         bits = int(round(math.log2(codebook_size))) if codebook_size >= 2 else 0
         if codebook_size < 2 or 2**bits != codebook_size:
             raise ValueError(f"LFQ needs a codebook size that is a power of 2 (>= 2), got {codebook_size}")
@@ -165,6 +172,7 @@ class LookupFreeQuantizer(_ImplicitCodebook):
         self.diversity_gamma = diversity_gamma
         self.inv_temperature = inv_temperature
         self.commitment_weight = commitment_weight
+        self.soft_clamp = soft_clamp
         self.register_buffer("powers", 2 ** torch.arange(bits), persistent=False)
         # ``input_norm``: rows standardised over their d values (no affine parameters) before the projection
         self.norm = nn.LayerNorm(dim, elementwise_affine=False) if input_norm else nn.Identity()
@@ -193,6 +201,8 @@ class LookupFreeQuantizer(_ImplicitCodebook):
         if mode == "sample":
             raise ValueError("mode='sample' needs quantizer='sq'; LFQ is deterministic")
         projected = self.project_in(self.norm(z.float())).float()
+        if self.soft_clamp is not None:
+            projected = self.soft_clamp * torch.tanh(projected / self.soft_clamp)
         hard = torch.where(projected > 0, 1.0, -1.0)
         codes = _straight_through(projected, hard)
         indices = ((hard > 0).long() * self.powers).sum(-1)

@@ -412,6 +412,19 @@ def test_latent_dimensions_counts_directions_above_s2_and_code_spread():
     assert "s2" not in latent_dimensions.summarise(z, None, None)
 
 
+def test_latent_dimensions_reads_lfq_sign_projections_near_a_flip_and_at_the_bound():
+    import latent_dimensions
+
+    from tokenizer.quantizer_family import LookupFreeQuantizer
+
+    z = torch.tensor([[0.05, -3.0, 0.5], [-0.02, 4.0, -0.5]])  # per column: near 0, saturated, in between
+    bounded = latent_dimensions.sign_projections(LookupFreeQuantizer(8, dim=3, soft_clamp=1.0), z)
+    assert bounded["near_flip"] == pytest.approx(2 / 6) and bounded["at_bound"] == pytest.approx(2 / 6)
+    assert bounded["median_abs"] == pytest.approx(0.5)  # torch's lower median of 0.02, 0.05, 0.5, 0.5, 3, 4
+    assert "at_bound" not in latent_dimensions.sign_projections(LookupFreeQuantizer(8, dim=3), z)
+    assert latent_dimensions.sign_projections(torch.nn.Linear(3, 3), z) is None
+
+
 def test_participation_ratio_counts_equal_directions():
     import latent_dimensions
 

@@ -95,6 +95,20 @@ def test_lfq_input_norm_makes_the_bits_follow_the_rows_not_the_projection_bias()
     assert not list(normed.norm.parameters())  # no affine parameters
 
 
+def test_lfq_soft_clamp_bounds_the_projection_and_keeps_its_gradient():
+    torch.manual_seed(0)
+    layer = LookupFreeQuantizer(8, dim=3, soft_clamp=1.0, commitment_weight=0.0)
+    z = (1e6 * torch.randn(16, 3)).requires_grad_()  # far beyond any bound
+    out = layer(z)
+    assert torch.isfinite(out.codebook_loss) and torch.isfinite(out.quantized).all()
+    moderate = torch.tensor([[0.3, -0.2, 0.1]], requires_grad=True)
+    layer(moderate).quantized.sum().backward()
+    assert moderate.grad.abs().sum() > 0  # straight through tanh to the encoder
+    torch.testing.assert_close(layer(moderate).indices, LookupFreeQuantizer(8, dim=3)(moderate).indices)
+    with pytest.raises(ValueError, match="lfq_soft_clamp must be > 0"):
+        LookupFreeQuantizer(8, dim=3, soft_clamp=0.0)
+
+
 def test_gumbel_vq_hard_at_evaluation_relaxed_in_training_with_a_kl_to_uniform():
     torch.manual_seed(0)
     layer = GumbelQuantizer(16, dim=4, kl_weight=1.0)
