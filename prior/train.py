@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 
 from prior.codes import CodeDataset, collate_codes, count_classes, derived_kwargs, read_meta, unigram_entropy
 from prior.train_config import PRIOR_CLASSES, PriorTrainConfig
-from tokenizer.config import to_dict
+from tokenizer.config import constructor_defaults, to_dict
 from tokenizer.trainer import BaseTrainer
 from tokenizer.training_utils import fused_optimizer_supported, training_command
 
@@ -47,6 +47,10 @@ class PriorTrainer(BaseTrainer):
 
     progress_desc = "train prior"
     collate_fn = staticmethod(collate_codes)
+
+    @classmethod
+    def model_defaults(cls, config) -> dict:
+        return constructor_defaults(PRIOR_CLASSES[config.prior])
 
     def build(self) -> None:
         from transformers import get_cosine_with_min_lr_schedule_with_warmup

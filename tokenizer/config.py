@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import inspect
+import json
 import operator
 import re
 import types
@@ -155,6 +156,17 @@ def to_dict(config) -> dict:
         return value
 
     return plain(dataclasses.asdict(config))
+
+
+def constructor_defaults(cls) -> dict:
+    """``cls(...)``'s keyword defaults as plain data (tuples as lists): what a config's ``model:`` dict means
+    for a key it leaves out."""
+    defaults = {
+        name: parameter.default
+        for name, parameter in inspect.signature(cls.__init__).parameters.items()
+        if parameter.default is not inspect.Parameter.empty
+    }
+    return json.loads(json.dumps(defaults, default=str))
 
 
 def first_difference(old: dict, new: dict, ignore: tuple[str, ...] = ()) -> tuple[str, Any, Any] | None:

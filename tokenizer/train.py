@@ -30,6 +30,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from tokenizer.audio import write_listening_samples
+from tokenizer.config import constructor_defaults
 from tokenizer.data import build_datasets, collate_images
 from tokenizer.grids import reconstruction_rows, save_labelled_grid
 from tokenizer.losses import PatchDiscriminator, PerceptualLoss, TokenizerLoss
@@ -113,6 +114,10 @@ class TokenizerTrainer(BaseTrainer):
     unit = "images"
     generator_name = "loss"
     collate_fn = staticmethod(collate_images)
+
+    @classmethod
+    def model_defaults(cls, config) -> dict:
+        return constructor_defaults(HQVAE)
 
     def build(self, datasets: tuple | None = None) -> None:
         """``datasets``: (train, validation, test) to use instead of ``data:``'s (benchmarks)."""

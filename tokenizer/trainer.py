@@ -77,10 +77,11 @@ NOT_THE_RUN = (
 RESUMABLE_CHANGES = ("optimizer.max_steps", "optimizer.final_temperature")
 
 
-def check_same_run(run_dir: Path, config, finished: bool) -> None:
+def check_same_run(run_dir: Path, config, finished: bool, model_defaults: dict | None = None) -> None:
     """Raises ``ValueError`` naming the first setting in which ``run_dir/config.yaml`` differs from ``config``
-    (both read through ``config``'s schema, so keys added since with their defaults do not count). Settings in
-    ``NOT_THE_RUN`` may differ; for an unfinished run also ``RESUMABLE_CHANGES``."""
+    (both read through ``config``'s schema, so keys added since with their defaults do not count; a ``model:``
+    key left out on one side reads as its value in ``model_defaults``). Settings in ``NOT_THE_RUN`` may differ;
+    for an unfinished run also ``RESUMABLE_CHANGES``."""
     import yaml
 
     from tokenizer.config import first_difference, from_dict, to_dict
@@ -92,8 +93,12 @@ def check_same_run(run_dir: Path, config, finished: bool) -> None:
         old = to_dict(from_dict(type(config), yaml.safe_load(saved.read_text())))
     except (TypeError, ValueError) as error:
         raise ValueError(f"{saved} cannot be read as a {type(config).__name__}: {error}") from None
+    new = to_dict(config)
+    for side in (old, new):
+        if isinstance(side.get("model"), dict):
+            side["model"] = {**(model_defaults or {}), **side["model"]}
     ignore = NOT_THE_RUN if finished else NOT_THE_RUN + RESUMABLE_CHANGES
-    difference = first_difference(old, to_dict(config), ignore)
+    difference = first_difference(old, new, ignore)
     if difference is not None:
         key, before, after = difference
         state = "a finished" if finished else "an unfinished"
@@ -160,14 +165,21 @@ class BaseTrainer:
         Either way the folder's ``config.yaml`` must describe the same run as ``config`` (``check_same_run``):
         a sweep re-run into an old folder with other settings raises instead of returning the old results."""
         out = Path(config.output_dir)
+        defaults = cls.model_defaults(config)
         if is_finished(out):
-            check_same_run(out, config, finished=True)
+            check_same_run(out, config, finished=True, model_defaults=defaults)
             logger.info("already trained: %s", out)
             return json.loads((out / METRICS_FILE).read_text())
         resume = "latest" if CheckpointManager(out / "checkpoints").latest() is not None else None
         if resume is not None:
-            check_same_run(out, config, finished=False)
+            check_same_run(out, config, finished=False, model_defaults=defaults)
         return cls(config, resume).fit()
+
+    @classmethod
+    def model_defaults(cls, config) -> dict:
+        """The model constructor's keyword defaults for ``config.model`` (``check_same_run`` reads a left-out key
+        as its default); a stage names its model class here."""
+        return {}
 
     # -- set-up helpers for build() --------------------------------------------------------------------------
     def seeded_model(self, factory):

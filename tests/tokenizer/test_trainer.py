@@ -51,9 +51,16 @@ def test_train_or_resume_refuses_a_folder_that_holds_another_run(idx_dataset, tm
         with pytest.raises(ValueError, match=f"holds a finished run with {key} = .*, not .* as asked"):
             TokenizerTrainer.train_or_resume(tiny(idx_dataset, out, "optimizer.max_steps=2", override))
     assert (out / "metrics.json").read_text() == metrics
-    # settings that change neither the training nor the measurement may differ
+    # settings that change neither the training nor the measurement may differ, and a model key spelled out
+    # at its default is the same run as one left out
     same = tiny(idx_dataset, out, "optimizer.max_steps=2", "logging.log_every=7", "logging.tensorboard=false")
     assert TokenizerTrainer.train_or_resume(same) == json.loads(metrics)
+    spelled = tiny(idx_dataset, out, "optimizer.max_steps=2", "model.codebook_init=random")
+    assert TokenizerTrainer.train_or_resume(spelled) == json.loads(metrics)
+    with pytest.raises(ValueError, match="model.codebook_init = 'random', not 'data'"):
+        TokenizerTrainer.train_or_resume(
+            tiny(idx_dataset, out, "optimizer.max_steps=2", "model.codebook_init=data")
+        )
     # unfinished: a longer budget resumes (test above); any other change raises before a step is taken
     (out / "metrics.json").unlink()
     with pytest.raises(ValueError, match="holds an unfinished run with optimizer.learning_rate = 0.001"):
