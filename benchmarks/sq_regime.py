@@ -36,6 +36,7 @@ from tokenizer_quality import (
     _fmt,
     _mean_std,
     add_budget_arguments,
+    best_validation_cell,
     train_or_read,
     warn_constant_lr,
 )
@@ -220,6 +221,7 @@ def to_markdown(rows: list[dict], steps: int) -> str:
                     variant,
                     str(len(group)),
                     _mean_std([r["rmse"] for r in group], 4),
+                    best_validation_cell(group),
                     _fmt([statistics.mean(r["perplexity"][i] for r in group) for i in layers], 1),
                     _fmt([min(r["codes_used"][i] for r in group) for i in layers]),
                     _fmt([statistics.mean(r["kl_nats"][i] for r in group) for i in layers], 0)
@@ -235,6 +237,7 @@ def to_markdown(rows: list[dict], steps: int) -> str:
         "variant",
         "seeds",
         "test RMSE",
+        "best-validation test RMSE",
         "perplexity per layer",
         "codes used per layer (min over seeds)",
         "test KL per layer (nats)",

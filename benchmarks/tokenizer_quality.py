@@ -129,7 +129,8 @@ def train_or_read(
     ``optimizer``: further ``optimizer:`` settings (e.g. ``variance_lr_multiplier``). ``extend_from``: a
     shorter run of the same configuration whose last checkpoint this run starts from (``seed_from_shorter``).
     ``validate_every``: steps between validations (default: once, at the end); each validation also feeds the
-    plateau scheduler (LR halved after ``plateau_patience`` validations without improvement, appendix F)."""
+    plateau scheduler (LR halved after ``plateau_patience`` validations without improvement, appendix F), and
+    the weights at the lowest validation RMSE are kept and tested too (``best_validation``)."""
     if "temperature_decay" in model:
         final_temperature = None
     config = from_dict(
@@ -148,6 +149,8 @@ def train_or_read(
             "logging": {
                 "log_every": max(1, steps // 20),
                 "validate_every": validate_every or steps,
+                # with periodic validations, the best one's weights too (the swing of SQ at low tau, 11b)
+                "keep_best": "rmse" if validate_every else None,
                 "checkpoint_every": max(1, steps // 3),
                 "tensorboard": False,
             },
@@ -318,6 +321,21 @@ def run(
     return rows
 
 
+def best_validation(row: dict) -> tuple[float, int] | None:
+    """(test RMSE, step) of the weights kept at the lowest validation RMSE (runs with ``--validate-every``)."""
+    best = row.get("best")
+    return None if not best else (best["test"]["rmse"], best["step"])
+
+
+def best_validation_cell(group: list[dict]) -> str:
+    """Mean ± std of the best-validation test RMSE over ``group``'s runs, with each run's step; '-' if any lacks
+    it."""
+    best = [best_validation(r) for r in group]
+    if not best or None in best:
+        return "-"
+    return f"{_mean_std([b[0] for b in best], 4)} (steps {_fmt([b[1] for b in best])})"
+
+
 def _mean_std(values: list[float], digits: int) -> str:
     if len(values) == 1:
         return f"{values[0]:.{digits}f}"
@@ -360,9 +378,10 @@ def to_markdown(rows: list[dict], steps: int, betas: tuple[float, float] = (0.9,
         summary_markdown(rows),
         "Every run:",
         "",
-        "| variant | seed | test RMSE | SSIM | PSNR | perplexity per layer | codes used per layer | train img/s |"
-        " final tau | s^2 start -> end | s^2 / code spacing start -> end | entropy start -> end (nats) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| variant | seed | test RMSE | best-validation test RMSE | SSIM | PSNR | perplexity per layer |"
+        " codes used per layer | train img/s | final tau | s^2 start -> end | s^2 / code spacing start -> end |"
+        " entropy start -> end (nats) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def start_end(row: dict, key: str, digits: int = 2) -> str:
@@ -375,7 +394,8 @@ def to_markdown(rows: list[dict], steps: int, betas: tuple[float, float] = (0.9,
         tau = "-" if r["final_temperature"] is None else f"{r['final_temperature']:.3f}"
         ssim = "-" if r.get("ssim") is None else f"{r['ssim']:.3f}"
         lines.append(
-            f"| {r['variant']} | {r['seed']} | {r['rmse']:.4f} | {ssim} | {r['psnr']:.2f} | "
+            f"| {r['variant']} | {r['seed']} | {r['rmse']:.4f} | {best_validation_cell([r])} | {ssim} | "
+            f"{r['psnr']:.2f} | "
             f"{_fmt(r['perplexity'], 1)} | {_fmt(r['codes_used'])} | {r['train_images_per_second']:.0f} | "
             f"{tau} | {variance} | {relative} | {entropy} |"
         )

@@ -283,6 +283,7 @@ class PriorTrainer(BaseTrainer):
             "train_seconds": round(elapsed, 1),
             "weights": "ema" if self.ema is not None else "raw",
             "sampling": to_dict(cfg.sampling),
+            "best": self.best_record(),
         }
         self.save_grid(self.output_dir / "samples.png")
         logger.info(

@@ -129,6 +129,7 @@ API = [
     ("config batch", _cfg("data.batch_size=0"), "data.batch_size must be >= 1, got 0"),
     ("config image size", _cfg("data.image_size=30"), "data.image_size=30 must be a multiple of 8 .* e.g. 24 or 32"),
     ("config checkpoints", _cfg("logging.checkpoint_every=0"), "logging.checkpoint_every must be >= 1"),
+    ("config keep best", _cfg("logging.keep_best=psnr"), r"logging.keep_best: expected one of \['rmse', 'loss'\]"),
     ("config seed", _cfg("seed=-1"), "seed must be >= 0, got -1"),
     ("config precision", _cfg("mixed_precision=fp8"), "mixed_precision: expected one of"),
     ("config model type", _cfg("model.hidden_channels=abc"), "model.hidden_channels: expected int, got str 'abc'"),

@@ -307,9 +307,9 @@ class TokenizerTrainer(BaseTrainer):
             return self.perceptual
         return None
 
-    def _evaluate(self, dataset, progress: bool = False):
+    def _evaluate(self, dataset, progress: bool = False, model=None):
         return evaluate_reconstruction(
-            self.eval_model(),
+            model or self.eval_model(),
             DataLoader(dataset, batch_size=self.config.data.eval_batch_size, collate_fn=collate_images),
             device=self.accelerator.device,
             perceptual=self._perceptual_for_metrics(),
@@ -319,6 +319,7 @@ class TokenizerTrainer(BaseTrainer):
         )
 
     validation_keys = ("loss", "rmse", "psnr", "perplexity", "codes_used")
+    selection_metrics = ("rmse", "loss")
 
     def validate(self) -> dict:
         return {"step": self.step, **self._evaluate(self.validation_set).to_dict()}
@@ -340,6 +341,14 @@ class TokenizerTrainer(BaseTrainer):
             title=f"validation images and their reconstructions (argmax codes, {weights} at step {self.step})",
             spectrogram=self.config.data.is_audio,
         )
+
+    def _best_on(self, split: str, dataset) -> dict | None:
+        """``best_record`` with the kept best-validation weights' metrics on ``split`` (``logging.keep_best``)."""
+        record = self.best_record()
+        if record is None:
+            return None
+        best = HQVAE.from_pretrained(self.output_dir / record["path"]).to(self.accelerator.device)
+        return {**record, split: self._evaluate(dataset, model=best).to_dict()}
 
     def finish(self, images_seen: int, elapsed: float) -> dict:
         cfg = self.config
@@ -364,6 +373,7 @@ class TokenizerTrainer(BaseTrainer):
             "train_seconds": round(elapsed, 1),
             "skipped_images": self.skipped_images,
             "weights": "ema" if self.ema is not None else "raw",
+            "best": self._best_on(split, dataset),
         }
         self.unwrapped.save_pretrained(self.output_dir / "model")
         if self.ema is not None:

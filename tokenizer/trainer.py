@@ -27,6 +27,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 from torch.utils.data import DataLoader
@@ -42,6 +43,7 @@ from tokenizer.training_utils import (
     ema_model,
     flatten_scalars,
     load_training_state,
+    save_pretrained_atomically,
     save_training_state,
     start_run_logs,
     to_plain,
@@ -51,6 +53,7 @@ from tokenizer.training_utils import (
 logger = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.json"
+BEST_MODEL = "model_best"  # the best-validation weights (``logging.keep_best``)
 
 
 @dataclass
@@ -61,6 +64,9 @@ class LoggingConfig:
     keep_checkpoints: int = 2
     tensorboard: bool = True
     grid_images: int = 32  # tokenizer reconstruction grids only (prior grids: sampling.samples_per_class)
+    # a validation metric to minimise ("rmse", "loss"): the weights (EMA when on) at its best validation are
+    # kept in <output_dir>/model_best and reported in metrics.json["best"]; None keeps only the final model
+    keep_best: Literal["rmse", "loss"] | None = None  # the prior takes "loss" only
 
 
 def is_finished(run_dir: str | Path) -> bool:
@@ -72,6 +78,7 @@ def is_finished(run_dir: str | Path) -> bool:
 NOT_THE_RUN = (
     "output_dir", "num_threads", "data.num_workers", "logging.log_every", "logging.tensorboard",
     "logging.checkpoint_every", "logging.keep_checkpoints", "logging.grid_images",
+    "logging.keep_best",  # an extra artefact; a finished run without it has no metrics.json["best"]
 )  # fmt: skip
 # a killed run may be resumed with a longer budget (the temperature decay r itself, in model, must match)
 RESUMABLE_CHANGES = ("optimizer.max_steps", "optimizer.final_temperature")
@@ -114,12 +121,20 @@ class BaseTrainer:
     unit = "items"  # what a batch holds, for throughput logs ("images" for the tokenizer)
     generator_name = "train"  # the name of the loop's generator in checkpoints
     progress_desc = "train"
+    selection_metrics: tuple[str, ...] = ("loss",)  # validation metrics ``logging.keep_best`` may minimise
 
     def __init__(self, config, resume: str | None = None, **build_kwargs):
         """``build_kwargs`` go to ``build()`` (e.g. ready-made datasets for a benchmark)."""
         from accelerate import Accelerator
 
         self.config = config
+        metric = config.logging.keep_best
+        if metric is not None and metric not in self.selection_metrics:
+            raise ValueError(
+                f"logging.keep_best = {metric!r}: expected one of {', '.join(map(repr, self.selection_metrics))} "
+                "(a validation metric to minimise) or null"
+            )
+        self.best = {"step": None, "value": float("inf")}  # the kept best validation (logging.keep_best)
         if config.num_threads:
             torch.set_num_threads(config.num_threads)
         self.output_dir = Path(config.output_dir)
@@ -315,7 +330,7 @@ class BaseTrainer:
 
     def save_checkpoint(self) -> None:
         progress = {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch}
-        progress.update(self.extra_progress())
+        progress.update(self.extra_progress(), best_model=self.best)
         save_training_state(
             self.checkpoints,
             self.accelerator,
@@ -331,6 +346,8 @@ class BaseTrainer:
         )
         self.step, self.epoch = progress["step"], progress["epoch"]
         self.batch_in_epoch = progress["batch_in_epoch"]
+        # absent in a checkpoint saved without logging.keep_best: validations before it do not compete
+        self.best = progress.get("best_model", {"step": None, "value": float("inf")})
         self.load_extra_progress(progress)
 
     # -- one step --------------------------------------------------------------------------------------------
@@ -425,6 +442,7 @@ class BaseTrainer:
         acc = self.accelerator
         result = broadcast_object(self.validate() if acc.is_main_process else None)
         self.on_validation(result)
+        self._keep_if_best(result)
         if acc.is_main_process:
             logger.info("%s", self.validation_message(result))
             validation_log.write(json.dumps(result) + "\n")
@@ -432,6 +450,28 @@ class BaseTrainer:
             if self.config.logging.tensorboard:
                 acc.log(flatten_scalars(result, "validation/"), step=self.step)
             self.save_grid(self.output_dir / "grids" / f"{self.step:08d}.png")
+
+    def _keep_if_best(self, result: dict) -> None:
+        """Saves the evaluated weights to ``model_best`` when ``logging.keep_best``'s metric improved."""
+        metric = self.config.logging.keep_best
+        if metric is None or not result[metric] < self.best["value"]:
+            return
+        self.best = {"step": self.step, "value": float(result[metric])}
+        if self.accelerator.is_main_process:
+            save_pretrained_atomically(self.eval_model(), self.output_dir / BEST_MODEL)
+
+    def best_record(self) -> dict | None:
+        """``metrics.json["best"]``: the kept best validation's step, metric and value (None when off or no
+        validation ran)."""
+        if self.best["step"] is None:
+            return None
+        metric = self.config.logging.keep_best
+        return {
+            "step": self.best["step"],
+            "metric": metric,
+            "validation": self.best["value"],
+            "path": BEST_MODEL,
+        }
 
     def write_metrics(self, result: dict) -> None:
         """``metrics.json``, atomically and last: its presence marks the run folder complete."""

@@ -167,6 +167,20 @@ class CheckpointManager:
             ) from None
 
 
+def save_pretrained_atomically(model, path: str | os.PathLike) -> None:
+    """``model.save_pretrained(path)`` through a temporary folder renamed into place: a run killed while
+    saving leaves the previous ``path`` (or none), never a half-written one."""
+    path = Path(path)
+    temporary, previous = path.with_name(f".tmp-{path.name}"), path.with_name(f".old-{path.name}")
+    for stale in (temporary, previous):
+        shutil.rmtree(stale, ignore_errors=True)
+    model.save_pretrained(temporary)
+    if path.exists():
+        os.replace(path, previous)
+    os.replace(temporary, path)
+    shutil.rmtree(previous, ignore_errors=True)
+
+
 def check_finite(step: int, terms: dict[str, torch.Tensor]) -> None:
     """Raises ``FloatingPointError`` naming the step (1-based, as ``history.jsonl`` numbers it) and every
     non-finite loss term (and per-layer entry)."""

@@ -234,6 +234,11 @@ def test_sq_regime_runs_a_cell_and_writes_its_table_and_plot(idx_dataset, tmp_pa
         assert extended.read_text().startswith(short.read_text())  # steps 1-2 carried over, 3-4 trained
         validations = (tmp_path / "longer" / cell / variant / "validation.jsonl").read_text().splitlines()
         assert [json.loads(line)["step"] for line in validations] == [2, 3, 4]  # every step from 3 on
+    # periodic validations keep the best one's weights and test them: its step is among this run's (3, 4)
+    rows = json.loads((tmp_path / "longer" / "results.json").read_text())
+    assert all(r["best"]["step"] in (3, 4) and r["best"]["test"]["rmse"] > 0 for r in rows)
+    assert "(steps " in (tmp_path / "longer" / "results.md").read_text()
+    assert all(r.get("best") is None for r in json.loads((tmp_path / "results.json").read_text()))
 
 
 def test_audio_quality_runs_rsq_and_rq_on_spectrograms(audio_folder, tmp_path, capsys):

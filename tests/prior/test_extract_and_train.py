@@ -114,6 +114,19 @@ def test_prior_resume_continues_exactly(tokenizer_runs, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_prior_keep_best_keeps_the_lowest_validation_loss(tokenizer_runs, tmp_path):
+    out = tmp_path / "prior"
+    codes = tokenizer_runs["tiny_rqvae"] / "codes"
+    result = train("tiny_rq", codes, out, "logging.validate_every=1", "logging.keep_best=loss")
+    log = [json.loads(line) for line in (out / "validation.jsonl").read_text().splitlines()]
+    best = min(log, key=lambda r: r["loss"])
+    assert result["best"] == {"step": best["step"], "metric": "loss", "validation": best["loss"],
+                              "path": "model_best"}  # fmt: skip
+    assert json.loads((out / "model_best" / "config.json").read_text())["_class_name"] == "RQTransformer"
+    with pytest.raises(ValueError, match="logging.keep_best = 'rmse': expected one of 'loss'"):
+        train("tiny_rq", codes, tmp_path / "x", "logging.keep_best=rmse")
+
+
 def test_prior_config_errors(tokenizer_runs, tmp_path):
     sq_codes = tokenizer_runs["tiny_sqvae2"] / "codes"
     with pytest.raises(ValueError, match="every code layer at one resolution"):

@@ -2,6 +2,7 @@
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -259,6 +260,55 @@ def test_validation_metrics_are_printed_at_each_validation(idx_dataset, tmp_path
         ).fit()
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("validation at step")]
     assert len(lines) == 2 and "rmse" in lines[0] and "perplexity [" in lines[0], lines
+
+
+def test_keep_best_keeps_the_weights_of_the_best_validation(idx_dataset, tmp_path):
+    run = tmp_path / "run"
+    settings = ("optimizer.max_steps=4", "logging.validate_every=1", "logging.keep_best=rmse")
+    trainer = TokenizerTrainer(tiny(idx_dataset, run, *settings))
+    model = trainer.eval_model()
+
+    def weights():
+        return {k: v.clone() for k, v in model.state_dict().items()}
+
+    trainer.step = 1
+    trainer._keep_if_best({"rmse": 0.3})
+    first = weights()
+    with torch.no_grad():  # a worse validation later does not replace the kept weights
+        next(model.parameters()).add_(1.0)
+    trainer.step = 2
+    trainer._keep_if_best({"rmse": 0.4})
+    kept = HQVAE.from_pretrained(run / "model_best").state_dict()
+    assert all(torch.equal(v, first[k]) for k, v in kept.items())
+    assert trainer.best_record() == {"step": 1, "metric": "rmse", "validation": 0.3, "path": "model_best"}
+    trainer.step = 3
+    trainer._keep_if_best({"rmse": 0.2})  # a better one does
+    now, kept = weights(), HQVAE.from_pretrained(run / "model_best").state_dict()
+    assert all(torch.equal(v, now[k]) for k, v in kept.items()) and trainer.best["step"] == 3
+
+    # a whole run: the best step is the validation log's minimum, and its test metrics are model_best's
+    shutil.rmtree(run)
+    metrics = TokenizerTrainer.train_or_resume(tiny(idx_dataset, run, *settings))
+    log = [json.loads(line) for line in (run / "validation.jsonl").read_text().splitlines()]
+    best = min(log, key=lambda r: r["rmse"])
+    assert metrics["best"]["step"] == best["step"] and metrics["best"]["validation"] == best["rmse"]
+    assert set(metrics["best"]["test"]) >= {"rmse", "psnr", "perplexity", "codes_used"}
+    if best["step"] == 4:
+        assert metrics["best"]["test"]["rmse"] == metrics["rmse"]
+    # the kept best survives a resume (it is part of the checkpoint's progress)
+    resumed = TokenizerTrainer(tiny(idx_dataset, run, *settings), resume="latest")
+    assert resumed.best == {"step": best["step"], "value": best["rmse"]}
+    # off by default; a metric that cannot be minimised is named
+    assert (
+        TokenizerTrainer.train_or_resume(tiny(idx_dataset, tmp_path / "plain", "optimizer.max_steps=2"))[
+            "best"
+        ]
+        is None
+    )
+    with pytest.raises(
+        ValueError, match=r"logging.keep_best: expected one of \['rmse', 'loss'\], got 'psnr'"
+    ):
+        tiny(idx_dataset, tmp_path / "bad", *settings[:2], "logging.keep_best=psnr")
 
 
 def test_from_pretrained_takes_a_run_folder(idx_dataset, tmp_path):
