@@ -71,6 +71,14 @@ CELLS: dict[str, dict] = {
     "photo32_8x8x4_k8_shared": dict(
         data="photo", size=32, channels=3, layers=[4], codes=8, stem=2, share=True
     ),
+    # the same photos and codebook at higher rho by fewer nats of code (real data, docs/sq_vs_vq.md 11c):
+    # 2 depths (KL_max 266 nats, rho 5.8), or 4 depths on 4x4 positions (133 nats, rho 11.5)
+    "photo32_8x8x2_k8_shared": dict(
+        data="photo", size=32, channels=3, layers=[2], codes=8, stem=2, share=True
+    ),
+    "photo32_4x4x4_k8_shared": dict(
+        data="photo", size=32, channels=3, layers=[4], codes=8, stem=3, share=True
+    ),
     # Fashion-MNIST with its grey value repeated in 3 channels: the same content and positions, D tripled, so
     # rho x 3 -- for the SQ objective the same as weighting the KL by 1/3 (ML decoder variance, eq. 6)
     "fmnist32rgb_4x4+8x8_k512": dict(
