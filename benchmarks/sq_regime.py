@@ -94,6 +94,9 @@ VARIANTS: dict[str, dict] = {
     "sq": {"quantizer": "sq", "codebook_init": "random", "init_variance": 3.0},
     # SQ-VAE-2 with k-means codes from the first batch and s^2 init 0.03 (docs/sq_vs_vq.md)
     "sq_data": {"quantizer": "sq", "codebook_init": "data", "init_variance": 0.03},
+    # k-means codes with s^2 set at the first forward so the mean posterior entropy is 0.8 log K per layer: the
+    # fixed 0.03 is not scale-free (7-10x the code spacing on 4x4 positions, where it collapsed; 11c)
+    "sq_data_cal": {"quantizer": "sq", "codebook_init": "data", "init_entropy_fraction": 0.8},
     "vq": {**VQ_EMA, "codebook_init": "random"},
     "vq_data": {**VQ_EMA, "codebook_init": "data"},
     "vq_reset": {**VQ_EMA, "codebook_init": "random", "dead_code_threshold": 1.0},
@@ -171,7 +174,8 @@ def _mean(rows: list[dict], key: str) -> float:
 RATIOS = {  # name -> (SQ variants, the best of which is compared; VQ twin)
     "sq / vq (N(0,1) codes)": (("sq",), "vq"),
     "sq_data / vq_data (k-means codes)": (("sq_data",), "vq_data"),
-    "best SQ / vq_reset": (("sq", "sq_data"), "vq_reset"),
+    "sq_data_cal / vq_data (k-means, s² calibrated)": (("sq_data_cal",), "vq_data"),
+    "best SQ / vq_reset": (("sq", "sq_data", "sq_data_cal"), "vq_reset"),
 }
 
 
@@ -263,7 +267,7 @@ def plot(rows: list[dict], path: Path) -> None:
 
     entries = summary(rows)
     fig, ax = plt.subplots(figsize=(6, 4))
-    for name, marker in zip(RATIOS, "osD"):
+    for name, marker in zip(RATIOS, "osD^"):
         points = sorted((e["rho"], e["ratios"][name][0]) for e in entries if name in e["ratios"])
         if points:
             ax.plot(*zip(*points), marker=marker, ls="none", label=name)

@@ -208,7 +208,8 @@ def test_photo_patches_build_writes_an_arrow_dataset(tmp_path, monkeypatch):
 
 def test_sq_regime_runs_a_cell_and_writes_its_table_and_plot(idx_dataset, tmp_path, capsys, monkeypatch):
     cell = "fmnist32_4x4+8x8_k64"
-    args = ["--steps", "2", "--cells", cell, "--variants", "sq_data", "vq_data", "--output", str(tmp_path)]
+    args = ["--steps", "2", "--cells", cell, "--variants", "sq_data", "sq_data_cal", "vq_data", "--output"]
+    args += [str(tmp_path)]
     args += ["--fashion-mnist-path", str(idx_dataset)]
     sq_regime.FASHION_MNIST["validation_size"] = 16
     try:
@@ -219,6 +220,10 @@ def test_sq_regime_runs_a_cell_and_writes_its_table_and_plot(idx_dataset, tmp_pa
     assert f"| {cell} | 1.54 |" in table  # rho = 512 / (16 ln 64 + 64 ln 64)
     assert "| sq_data |" in table and "| vq_data |" in table
     assert "(1 seeds)" in table  # the sq_data / vq_data ratio is filled, the others are not
+    start = {r["variant"]: r["variance_start_end"][0] for r in json.loads((tmp_path / "results.json").read_text())
+             if r["variant"].startswith("sq")}  # fmt: skip
+    assert all(abs(v / 0.03 - 1) < 0.01 for v in start["sq_data"])  # s^2 after one step from its fixed 0.03
+    assert all(abs(v / 0.03 - 1) > 0.05 for v in start["sq_data_cal"])  # set from the data instead
 
     assert (tmp_path / "regime.png").stat().st_size > 0
     rows = json.loads((tmp_path / "results.json").read_text())
