@@ -346,8 +346,14 @@ class BaseTrainer:
         )
         self.step, self.epoch = progress["step"], progress["epoch"]
         self.batch_in_epoch = progress["batch_in_epoch"]
-        # absent in a checkpoint saved without logging.keep_best: validations before it do not compete
-        self.best = progress.get("best_model", {"step": None, "value": float("inf")})
+        self.best = progress.get(
+            "best_model", {"step": None, "value": float("inf")}
+        )  # absent: older checkpoints
+        if self.best["step"] is not None and not (self.output_dir / BEST_MODEL).exists():
+            # e.g. a checkpoint copied into a new folder (--extend-from): the weights it names are not here
+            logger.warning("no %s for the best validation (step %d): later ones start afresh", BEST_MODEL,
+                           self.best["step"])  # fmt: skip
+            self.best = {"step": None, "value": float("inf")}
         self.load_extra_progress(progress)
 
     # -- one step --------------------------------------------------------------------------------------------

@@ -298,6 +298,9 @@ def test_keep_best_keeps_the_weights_of_the_best_validation(idx_dataset, tmp_pat
     # the kept best survives a resume (it is part of the checkpoint's progress)
     resumed = TokenizerTrainer(tiny(idx_dataset, run, *settings), resume="latest")
     assert resumed.best == {"step": best["step"], "value": best["rmse"]}
+    shutil.rmtree(run / "model_best")  # a checkpoint without the weights it names (copied elsewhere)
+    resumed = TokenizerTrainer(tiny(idx_dataset, run, *settings), resume="latest")
+    assert resumed.best == {"step": None, "value": math.inf}  # later validations compete afresh
     # off by default; a metric that cannot be minimised is named
     assert (
         TokenizerTrainer.train_or_resume(tiny(idx_dataset, tmp_path / "plain", "optimizer.max_steps=2"))[
