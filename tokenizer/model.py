@@ -31,7 +31,14 @@ from diffusers.utils import BaseOutput
 from torch import nn
 
 from .blocks import BottomUp, Decoder, InjectionBlock, Stem, Upsample
-from .quantizers import GroupOutput, QuantizerKind, ResidualQuantizer, code_spacing, perplexity_from_indices
+from .quantizers import (
+    GroupOutput,
+    QuantizerKind,
+    ResidualQuantizer,
+    check_variance_unit,
+    code_spacing,
+    perplexity_from_indices,
+)
 
 
 @dataclass
@@ -115,7 +122,17 @@ class HQVAE(ModelMixin, ConfigMixin):
             behaviour. With codebook_init="data" the codes have the encoder outputs' scale (per-dimension
             spread ~1e-2 at initialisation): s^2 >= 0.3 keeps posteriors near uniform (a layer can stay unused),
             s^2 ~ 1e-4 makes them hard at once and collapses a layer onto one code; 0.01-0.03 worked best on
-            Fashion-MNIST (docs/sq_vs_vq.md). With random codes (norm ~8), s^2 ~ 3.
+            Fashion-MNIST (docs/sq_vs_vq.md). With random codes (norm ~8), s^2 ~ 3. With
+            variance_unit="codebook" it is s^2 in units of the codes' per-dimension variance.
+        rate_warmup_steps: SQ only; 0 (default) is the paper's objective. T > 0 weights the rate terms (latent +
+            KL of eq. 6 / 14 / 26) by (t + 1) / T over the first T training steps, a KL warm-up as in
+            Bowman et al. (2016) / Sonderby et al. (2016): it *leaves the framework* while it lasts (a lower bound
+            only at weight 1). For the start-of-training posterior collapse at high rho (docs/sq_vs_vq.md 11d).
+        variance_unit: "absolute" (the paper: the parameter is log s_l^2) or "codebook": s_l^2 = exp(theta_l) x
+            (the codes' current mean per-dimension variance, stop-gradient), so s^2 follows the latent space's
+            scale (``tokenizer.quantizers.SQVariance``). Same objective and stationary points; it removes the
+            fast route in which encoder outputs and codes shrink together while log s^2 moves at ~lr per
+            step, the posterior collapse of RSQ-VAE at high rho (docs/sq_vs_vq.md 11d).
         temperature_decay, min_temperature: tau = max(c_tau, exp(-r t)) with t the global training step
             (appendix E; r = 1e-5 and c_tau = 0 in the paper, tuned for ~1e5+ steps).
         residual_objective: "summed" (eq. 14/26: one error term per resolution with the summed variance) or
@@ -161,6 +178,8 @@ class HQVAE(ModelMixin, ConfigMixin):
         codebook_init: Literal["random", "data", "samples"] = "random",
         init_entropy_fraction: float | None = None,
         init_variance: float = 1.0,
+        variance_unit: Literal["absolute", "codebook"] = "absolute",
+        rate_warmup_steps: int = 0,
         temperature_decay: float = 1e-5,
         min_temperature: float = 0.0,
         residual_objective: Literal["summed", "per_layer"] = "summed",
@@ -223,6 +242,15 @@ class HQVAE(ModelMixin, ConfigMixin):
                 )
             if not 0.0 < init_entropy_fraction < 1.0:
                 raise ValueError(f"init_entropy_fraction must be in (0, 1), got {init_entropy_fraction}")
+        if rate_warmup_steps < 0 or (rate_warmup_steps and quantizer != "sq"):
+            raise ValueError(
+                f"rate_warmup_steps weights SQ's rate terms and must be >= 0; got {rate_warmup_steps} with "
+                f"quantizer={quantizer!r}"
+            )
+        if check_variance_unit(variance_unit) != "absolute" and quantizer != "sq":
+            raise ValueError(
+                f"variance_unit={variance_unit!r} sets the unit of SQ's s^2; quantizer={quantizer!r}"
+            )
         if progressive_coding and quantizer != "sq":
             raise ValueError("progressive_coding is part of the HQ-VAE objective and needs quantizer='sq'")
         if not 0.0 <= min_temperature <= 1.0 or temperature_decay < 0:
@@ -258,6 +286,7 @@ class HQVAE(ModelMixin, ConfigMixin):
         quantizer_kwargs = {
             "sq": {
                 "init_variance": init_variance,
+                "variance_unit": variance_unit,
                 "codebook_init_std": codebook_init_std,
                 "groups": sq_groups,
             },
@@ -378,6 +407,16 @@ class HQVAE(ModelMixin, ConfigMixin):
         """tau = max(c_tau, exp(-r t)) at the current global step (appendix E)."""
         step = float(self.global_step.item())
         return max(self.config.min_temperature, math.exp(-self.config.temperature_decay * step))
+
+    @property
+    def rate_weight(self) -> float:
+        """The weight of SQ's rate terms (latent + KL) in the training loss: 1 (the paper's objective), except
+        during a ``rate_warmup_steps`` warm-up, where it is (t + 1) / T at global step t (training mode only;
+        evaluation always reports the unweighted objective)."""
+        warmup = self.config.rate_warmup_steps
+        if not warmup or not self.training:
+            return 1.0
+        return min(1.0, (float(self.global_step.item()) + 1.0) / warmup)
 
     def advance_schedule(self, num_steps: int = 1) -> None:
         """Advances the global step t of the temperature schedule (call once per optimiser step)."""
@@ -583,8 +622,8 @@ class HQVAE(ModelMixin, ConfigMixin):
         kl_losses = torch.cat([g.kl_losses for g in group_outputs])
         commitment_losses = torch.cat([g.commitment_losses for g in group_outputs])
         codebook_losses = torch.cat([g.codebook_losses for g in group_outputs])
-        loss = reconstruction_loss + latent_losses.sum() + kl_losses.sum() + commitment_losses.sum()
-        loss = loss + codebook_losses.sum()
+        rate = (latent_losses.sum() + kl_losses.sum()) * self.rate_weight
+        loss = reconstruction_loss + rate + commitment_losses.sum() + codebook_losses.sum()
 
         indices = self._indices(groups)
         stats = [perplexity_from_indices(idx, k) for idx, k in zip(indices, self.codebook_sizes)]

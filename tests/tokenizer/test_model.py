@@ -433,6 +433,26 @@ def test_init_entropy_fraction_calibrates_every_sq_layer_at_the_first_training_f
         make("sqvae2", codebook_init="data", init_entropy_fraction=1.5)
 
 
+def test_rate_warmup_weights_the_rate_terms_in_training_only():
+    """rate_warmup_steps=T: the training loss is recon + (t + 1) / T x (latent + KL) for t < T, then the paper's
+    objective; evaluation always reports the unweighted objective."""
+    model = make("rsqvae", rate_warmup_steps=4)
+    x = images()
+    for step, weight in ((0, 0.25), (2, 0.75), (3, 1.0), (10, 1.0)):
+        model.global_step.fill_(step)
+        model.train()
+        out = model(x, generator=torch.Generator().manual_seed(0))
+        rate = out.latent_losses.sum() + out.kl_losses.sum()
+        assert float(rate) > 1.0
+        torch.testing.assert_close(out.loss, out.reconstruction_loss + weight * rate)
+    model.global_step.zero_()
+    model.eval()
+    out = model(x)
+    torch.testing.assert_close(
+        out.loss, out.reconstruction_loss + out.latent_losses.sum() + out.kl_losses.sum()
+    )
+
+
 @pytest.mark.parametrize("name", ["sqvae2", "vqvae2"])
 def test_extra_distortion_joins_the_decoder_term(name):
     """Appendix F.5: a perceptual distortion d_p enters the decoder term beside the squared error (SQ:
