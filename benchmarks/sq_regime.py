@@ -97,14 +97,6 @@ VARIANTS: dict[str, dict] = {
     # k-means codes with s^2 set at the first forward so the mean posterior entropy is 0.8 log K per layer: the
     # fixed 0.03 is not scale-free (7-10x the code spacing on 4x4 positions, where it collapsed; 11c)
     "sq_data_cal": {"quantizer": "sq", "codebook_init": "data", "init_entropy_fraction": 0.8},
-    # the same start with s^2 in units of the codes' spread (variance_unit="codebook"): same objective, but the
-    # encoder and codes can no longer shrink under a slow s^2 (the collapse of 11c; 11d)
-    "sq_data_cal_cb": {
-        "quantizer": "sq",
-        "codebook_init": "data",
-        "init_entropy_fraction": 0.8,
-        "variance_unit": "codebook",
-    },  # fmt: skip
     # the calibrated start with the rate (latent + KL) weighted t / 500 over the first 500 steps: a KL warm-up,
     # outside the paper's objective while it lasts (11d)
     "sq_data_cal_warm": {
@@ -191,10 +183,9 @@ RATIOS = {  # name -> (SQ variants, the best of which is compared; VQ twin)
     "sq / vq (N(0,1) codes)": (("sq",), "vq"),
     "sq_data / vq_data (k-means codes)": (("sq_data",), "vq_data"),
     "sq_data_cal / vq_data (k-means, s² calibrated)": (("sq_data_cal",), "vq_data"),
-    "sq_data_cal_cb / vq_data (k-means, s² calibrated, codebook unit)": (("sq_data_cal_cb",), "vq_data"),
     "sq_data_cal_warm / vq_data (k-means, s² calibrated, rate warm-up)": (("sq_data_cal_warm",), "vq_data"),
     "best SQ / vq_reset": (
-        ("sq", "sq_data", "sq_data_cal", "sq_data_cal_cb", "sq_data_cal_warm"),
+        ("sq", "sq_data", "sq_data_cal", "sq_data_cal_warm"),
         "vq_reset",
     ),
 }

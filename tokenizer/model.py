@@ -31,14 +31,7 @@ from diffusers.utils import BaseOutput
 from torch import nn
 
 from .blocks import BottomUp, Decoder, InjectionBlock, Stem, Upsample
-from .quantizers import (
-    GroupOutput,
-    QuantizerKind,
-    ResidualQuantizer,
-    check_variance_unit,
-    code_spacing,
-    perplexity_from_indices,
-)
+from .quantizers import GroupOutput, QuantizerKind, ResidualQuantizer, code_spacing, perplexity_from_indices
 
 
 @dataclass
@@ -122,17 +115,11 @@ class HQVAE(ModelMixin, ConfigMixin):
             behaviour. With codebook_init="data" the codes have the encoder outputs' scale (per-dimension
             spread ~1e-2 at initialisation): s^2 >= 0.3 keeps posteriors near uniform (a layer can stay unused),
             s^2 ~ 1e-4 makes them hard at once and collapses a layer onto one code; 0.01-0.03 worked best on
-            Fashion-MNIST (docs/sq_vs_vq.md). With random codes (norm ~8), s^2 ~ 3. With
-            variance_unit="codebook" it is s^2 in units of the codes' per-dimension variance.
+            Fashion-MNIST (docs/sq_vs_vq.md). With random codes (norm ~8), s^2 ~ 3.
         rate_warmup_steps: SQ only; 0 (default) is the paper's objective. T > 0 weights the rate terms (latent +
             KL of eq. 6 / 14 / 26) by (t + 1) / T over the first T training steps, a KL warm-up as in
             Bowman et al. (2016) / Sonderby et al. (2016): it *leaves the framework* while it lasts (a lower bound
             only at weight 1). For the start-of-training posterior collapse at high rho (docs/sq_vs_vq.md 11d).
-        variance_unit: "absolute" (the paper: the parameter is log s_l^2) or "codebook": s_l^2 = exp(theta_l) x
-            (the codes' current mean per-dimension variance, stop-gradient), so s^2 follows the latent space's
-            scale (``tokenizer.quantizers.SQVariance``). Same objective and stationary points; it removes the
-            fast route in which encoder outputs and codes shrink together while log s^2 moves at ~lr per
-            step, the posterior collapse of RSQ-VAE at high rho (docs/sq_vs_vq.md 11d).
         temperature_decay, min_temperature: tau = max(c_tau, exp(-r t)) with t the global training step
             (appendix E; r = 1e-5 and c_tau = 0 in the paper, tuned for ~1e5+ steps).
         residual_objective: "summed" (eq. 14/26: one error term per resolution with the summed variance) or
@@ -178,7 +165,6 @@ class HQVAE(ModelMixin, ConfigMixin):
         codebook_init: Literal["random", "data", "samples"] = "random",
         init_entropy_fraction: float | None = None,
         init_variance: float = 1.0,
-        variance_unit: Literal["absolute", "codebook"] = "absolute",
         rate_warmup_steps: int = 0,
         temperature_decay: float = 1e-5,
         min_temperature: float = 0.0,
@@ -247,10 +233,6 @@ class HQVAE(ModelMixin, ConfigMixin):
                 f"rate_warmup_steps weights SQ's rate terms and must be >= 0; got {rate_warmup_steps} with "
                 f"quantizer={quantizer!r}"
             )
-        if check_variance_unit(variance_unit) != "absolute" and quantizer != "sq":
-            raise ValueError(
-                f"variance_unit={variance_unit!r} sets the unit of SQ's s^2; quantizer={quantizer!r}"
-            )
         if progressive_coding and quantizer != "sq":
             raise ValueError("progressive_coding is part of the HQ-VAE objective and needs quantizer='sq'")
         if not 0.0 <= min_temperature <= 1.0 or temperature_decay < 0:
@@ -286,7 +268,6 @@ class HQVAE(ModelMixin, ConfigMixin):
         quantizer_kwargs = {
             "sq": {
                 "init_variance": init_variance,
-                "variance_unit": variance_unit,
                 "codebook_init_std": codebook_init_std,
                 "groups": sq_groups,
             },

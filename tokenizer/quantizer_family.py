@@ -45,11 +45,8 @@ from torch import nn
 from tokenizer.quantizers import (
     Codebook,
     QuantizerOutput,
-    SQVariance,
-    VarianceUnit,
     VectorQuantizer,
     calibrate_log_variance,
-    check_variance_unit,
     gumbel_noise,
     stochastic_quantize,
 )
@@ -330,7 +327,7 @@ class ProductQuantizer(_ProductCodebook):
         return QuantizerOutput(quantized=quantized, indices=indices, entropy=torch.zeros_like(z[:, 0]))
 
 
-class StochasticProductQuantizer(SQVariance, _ProductCodebook):
+class StochasticProductQuantizer(_ProductCodebook):
     """Product quantization with SQ inside (``HQVAE(quantizer="sq", sq_groups=M)``): M codebooks of
     K_m = K^(1/M) codes over the groups of dimensions and *one* dequantization variance s^2 for the layer.
 
@@ -346,20 +343,20 @@ class StochasticProductQuantizer(SQVariance, _ProductCodebook):
 
     def __init__(
         self, codebook_size: int, dim: int, groups: int = 2, init_variance: float = 1.0,
-        codebook_init_std: float = 1.0, variance_unit: VarianceUnit = "absolute",
+        codebook_init_std: float = 1.0,
     ):  # fmt: skip
         super().__init__()
         if init_variance <= 0:
             raise ValueError(f"init_variance must be > 0, got {init_variance}")
-        self.variance_unit = check_variance_unit(variance_unit)
         self._split(codebook_size, dim, groups, "sq_groups")
         self.codebooks = nn.ModuleList(
             Codebook(self.sub_size, n, init_std=codebook_init_std) for n in self.split_sizes
         )
         self.log_variance = nn.Parameter(torch.tensor(math.log(init_variance)))
 
-    def variance_codebooks(self) -> list[torch.Tensor]:
-        return [book.weight for book in self.codebooks]
+    @property
+    def variance(self) -> torch.Tensor:
+        return self.log_variance.exp()
 
     def part_codebooks(self) -> list[Codebook]:
         return list(self.codebooks)
@@ -372,9 +369,8 @@ class StochasticProductQuantizer(SQVariance, _ProductCodebook):
         )
 
     def forward(self, z: torch.Tensor, mode: str = "relaxed", temperature: float = 1.0, generator=None):
-        log_variance = self.effective_log_variance()
         parts = [
-            stochastic_quantize(rows, book.weight, log_variance, temperature, mode, generator)
+            stochastic_quantize(rows, book.weight, self.log_variance, temperature, mode, generator)
             for book, rows in zip(self.codebooks, z.split(self.split_sizes, -1))
         ]
         quantized = torch.cat([q for q, _, _ in parts], -1)

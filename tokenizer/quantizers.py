@@ -452,7 +452,7 @@ def calibrate_log_variance(layer, rows: list[torch.Tensor], codebooks: list[torc
     log_variance = torch.tensor(0.5 * (low + high), device=rows[0].device)
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         dist.broadcast(log_variance, src=0)
-    layer.log_variance.data.fill_(float(log_variance) - float(layer.log_variance_offset()))
+    layer.log_variance.data.fill_(float(log_variance))
     return math.exp(float(log_variance))
 
 
@@ -468,54 +468,7 @@ def stochastic_quantize(z, codebook, log_variance, temperature, mode, generator)
                                          mode, generator, _MAX_CHUNK_ELEMENTS)  # fmt: skip
 
 
-VarianceUnit = Literal["absolute", "codebook"]
-
-
-class SQVariance:
-    """The dequantization variance s^2 of an SQ layer (mixin): ``log_variance`` is a parameter, and
-
-    - ``variance_unit="absolute"`` (the paper): s^2 = exp(log_variance);
-    - ``"codebook"``: s^2 = exp(log_variance) x sg[v(B)], v(B) the codes' mean per-dimension variance, so
-      ``log_variance`` is log s^2 in units of the codebook's current spread (a stop-gradient: the codebook
-      trains as if s^2 were fixed at each step).
-
-    The objective (eq. 6 / 14 / 26) is the same function of s^2 either way, and both have the same stationary
-    points (d J / d log_variance = d J / d log s^2, and the codebook's gradient is taken at fixed s^2); only the
-    path differs. Eq. 2 depends on ||z - b_k||^2 / s^2 alone, so with an absolute s^2 the encoder and codes can
-    shrink together much faster than Adam moves log s^2 (~lr per step), which softens every posterior at once
-    (the posterior collapse of docs/sq_vs_vq.md 11c); with the codebook unit s^2 shrinks with them.
-    """
-
-    variance_unit: VarianceUnit = "absolute"
-
-    def variance_codebooks(self) -> list[torch.Tensor]:  # the (K, d) code tables s^2 is read against
-        raise NotImplementedError
-
-    def log_variance_offset(self) -> torch.Tensor:
-        """log of s^2's unit (detached, fp32): 0 for absolute s^2, log v(B) for the codebook unit."""
-        if self.variance_unit == "absolute":
-            return torch.zeros((), device=self.log_variance.device)
-        with torch.no_grad():
-            books = [book.detach().float() for book in self.variance_codebooks()]
-            spread = torch.stack([book.var(0, unbiased=False).mean() for book in books]).mean()
-            return spread.clamp_min(1e-20).log()
-
-    def effective_log_variance(self) -> torch.Tensor:
-        """log s^2 (differentiable in ``log_variance``)."""
-        return self.log_variance + self.log_variance_offset()
-
-    @property
-    def variance(self) -> torch.Tensor:
-        return self.effective_log_variance().exp()
-
-
-def check_variance_unit(variance_unit: str) -> VarianceUnit:
-    if variance_unit not in ("absolute", "codebook"):
-        raise ValueError(f"variance_unit must be 'absolute' or 'codebook', got {variance_unit!r}")
-    return variance_unit
-
-
-class StochasticQuantizer(SQVariance, nn.Module):
+class StochasticQuantizer(nn.Module):
     """Stochastic quantization with a learnable dequantization variance s^2 (eq. 2).
 
     P-hat(z_i = b_k | z~_i) ∝ exp(-||z~_i - b_k||^2 / (2 s^2)). Training draws a Gumbel-softmax relaxed sample
@@ -535,12 +488,10 @@ class StochasticQuantizer(SQVariance, nn.Module):
         init_variance: float = 1.0,
         codebook: Codebook | None = None,
         codebook_init_std: float = 1.0,
-        variance_unit: VarianceUnit = "absolute",
     ):
         super().__init__()
         if init_variance <= 0:
             raise ValueError(f"init_variance must be > 0, got {init_variance}")
-        self.variance_unit = check_variance_unit(variance_unit)
         if codebook is None:
             self.codebook = Codebook(codebook_size, dim, init_std=codebook_init_std)
         else:
@@ -568,8 +519,9 @@ class StochasticQuantizer(SQVariance, nn.Module):
             raise ValueError(f"entropy_fraction must be in (0, 1), got {entropy_fraction}")
         return calibrate_log_variance(self, [z], [self.get_codebook().weight], entropy_fraction, iterations)
 
-    def variance_codebooks(self) -> list[torch.Tensor]:
-        return [self.get_codebook().weight]
+    @property
+    def variance(self) -> torch.Tensor:
+        return self.log_variance.exp()
 
     def forward(
         self,
@@ -579,7 +531,7 @@ class StochasticQuantizer(SQVariance, nn.Module):
         generator: torch.Generator | None = None,
     ) -> QuantizerOutput:
         quantized, indices, entropy = stochastic_quantize(
-            z, self.get_codebook().weight, self.effective_log_variance(), temperature, mode, generator
+            z, self.get_codebook().weight, self.log_variance, temperature, mode, generator
         )
         return QuantizerOutput(quantized=quantized, indices=indices, entropy=entropy)
 
