@@ -116,10 +116,12 @@ class HQVAE(ModelMixin, ConfigMixin):
             spread ~1e-2 at initialisation): s^2 >= 0.3 keeps posteriors near uniform (a layer can stay unused),
             s^2 ~ 1e-4 makes them hard at once and collapses a layer onto one code; 0.01-0.03 worked best on
             Fashion-MNIST (docs/sq_vs_vq.md). With random codes (norm ~8), s^2 ~ 3.
-        rate_warmup_steps: SQ only; 0 (default) is the paper's objective. T > 0 weights the rate terms (latent +
-            KL of eq. 6 / 14 / 26) by (t + 1) / T over the first T training steps, a KL warm-up as in
-            Bowman et al. (2016) / Sonderby et al. (2016): it *leaves the framework* while it lasts (a lower bound
-            only at weight 1). For the start-of-training posterior collapse at high rho (docs/sq_vs_vq.md 11d).
+        rate_warmup_steps: 0 (default) is the paper's objective. T > 0 weights the terms that pull the encoder
+            onto the codes by (t + 1) / T over the first T training steps: SQ's rate (latent + KL of eq. 6 / 14 /
+            26), a KL warm-up as in Bowman et al. (2016) / Sonderby et al. (2016) that *leaves the framework*
+            while it lasts (a lower bound only at weight 1); VQ's commitment term (eq. 7 / 15), so a VQ twin can
+            get the same schedule; the wider family's own terms. For the start-of-training collapse of SQ at high
+            rho (docs/sq_vs_vq.md 11d).
         temperature_decay, min_temperature: tau = max(c_tau, exp(-r t)) with t the global training step
             (appendix E; r = 1e-5 and c_tau = 0 in the paper, tuned for ~1e5+ steps).
         residual_objective: "summed" (eq. 14/26: one error term per resolution with the summed variance) or
@@ -228,11 +230,8 @@ class HQVAE(ModelMixin, ConfigMixin):
                 )
             if not 0.0 < init_entropy_fraction < 1.0:
                 raise ValueError(f"init_entropy_fraction must be in (0, 1), got {init_entropy_fraction}")
-        if rate_warmup_steps < 0 or (rate_warmup_steps and quantizer != "sq"):
-            raise ValueError(
-                f"rate_warmup_steps weights SQ's rate terms and must be >= 0; got {rate_warmup_steps} with "
-                f"quantizer={quantizer!r}"
-            )
+        if rate_warmup_steps < 0:
+            raise ValueError(f"rate_warmup_steps must be >= 0, got {rate_warmup_steps}")
         if progressive_coding and quantizer != "sq":
             raise ValueError("progressive_coding is part of the HQ-VAE objective and needs quantizer='sq'")
         if not 0.0 <= min_temperature <= 1.0 or temperature_decay < 0:
@@ -391,9 +390,9 @@ class HQVAE(ModelMixin, ConfigMixin):
 
     @property
     def rate_weight(self) -> float:
-        """The weight of SQ's rate terms (latent + KL) in the training loss: 1 (the paper's objective), except
-        during a ``rate_warmup_steps`` warm-up, where it is (t + 1) / T at global step t (training mode only;
-        evaluation always reports the unweighted objective)."""
+        """The weight of the latent, KL and commitment terms in the training loss: 1 (the paper's objectives),
+        except during a ``rate_warmup_steps`` warm-up, where it is (t + 1) / T at global step t (training mode
+        only; evaluation always reports the unweighted objective)."""
         warmup = self.config.rate_warmup_steps
         if not warmup or not self.training:
             return 1.0
@@ -603,8 +602,8 @@ class HQVAE(ModelMixin, ConfigMixin):
         kl_losses = torch.cat([g.kl_losses for g in group_outputs])
         commitment_losses = torch.cat([g.commitment_losses for g in group_outputs])
         codebook_losses = torch.cat([g.codebook_losses for g in group_outputs])
-        rate = (latent_losses.sum() + kl_losses.sum()) * self.rate_weight
-        loss = reconstruction_loss + rate + commitment_losses.sum() + codebook_losses.sum()
+        rate = latent_losses.sum() + kl_losses.sum() + commitment_losses.sum()
+        loss = reconstruction_loss + rate * self.rate_weight + codebook_losses.sum()
 
         indices = self._indices(groups)
         stats = [perplexity_from_indices(idx, k) for idx, k in zip(indices, self.codebook_sizes)]

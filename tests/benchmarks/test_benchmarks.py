@@ -206,6 +206,21 @@ def test_photo_patches_build_writes_an_arrow_dataset(tmp_path, monkeypatch):
     assert photo_patches.build(path, 16) == path  # already there: not rebuilt
 
 
+def test_sq_regime_variants_and_ratios_are_consistent():
+    """Every variant builds its model on a residual and an injected cell, and every ratio names variants."""
+    from tokenizer import HQVAE
+
+    for cell in ("photo32_4x4x4_k8_shared", "photo32_4x4+8x8_k512"):
+        for variant in sq_regime.VARIANTS:
+            HQVAE(**sq_regime.cell_model(sq_regime.CELLS[cell], variant))
+    for sq_variants, vq_variant in sq_regime.RATIOS.values():
+        assert set(sq_variants) | {vq_variant} <= set(sq_regime.VARIANTS)
+    assert (
+        sq_regime.VARIANTS["vq_data_warm"]["rate_warmup_steps"]
+        == sq_regime.VARIANTS["sq_data_warm"]["rate_warmup_steps"]
+    )  # the VQ twin gets the same warm-up
+
+
 def test_sq_regime_runs_a_cell_and_writes_its_table_and_plot(idx_dataset, tmp_path, capsys, monkeypatch):
     cell = "fmnist32_4x4+8x8_k64"
     args = ["--steps", "2", "--cells", cell, "--variants", "sq_data", "sq_data_cal", "vq_data", "--output"]

@@ -433,24 +433,26 @@ def test_init_entropy_fraction_calibrates_every_sq_layer_at_the_first_training_f
         make("sqvae2", codebook_init="data", init_entropy_fraction=1.5)
 
 
-def test_rate_warmup_weights_the_rate_terms_in_training_only():
-    """rate_warmup_steps=T: the training loss is recon + (t + 1) / T x (latent + KL) for t < T, then the paper's
-    objective; evaluation always reports the unweighted objective."""
-    model = make("rsqvae", rate_warmup_steps=4)
+@pytest.mark.parametrize("name", ["rsqvae", "rqvae"])
+def test_rate_warmup_weights_the_rate_terms_in_training_only(name):
+    """rate_warmup_steps=T: the training loss is recon + (t + 1) / T x (SQ: latent + KL; VQ: commitment) for
+    t < T, then the paper's objective; evaluation always reports the unweighted objective."""
+    model = make(name, rate_warmup_steps=4)
     x = images()
+
+    def rate(out):
+        return out.latent_losses.sum() + out.kl_losses.sum() + out.commitment_losses.sum()
+
     for step, weight in ((0, 0.25), (2, 0.75), (3, 1.0), (10, 1.0)):
         model.global_step.fill_(step)
         model.train()
         out = model(x, generator=torch.Generator().manual_seed(0))
-        rate = out.latent_losses.sum() + out.kl_losses.sum()
-        assert float(rate) > 1.0
-        torch.testing.assert_close(out.loss, out.reconstruction_loss + weight * rate)
+        assert rate(out).item() > (1.0 if name == "rsqvae" else 1e-4)
+        torch.testing.assert_close(out.loss, out.reconstruction_loss + weight * rate(out))
     model.global_step.zero_()
     model.eval()
     out = model(x)
-    torch.testing.assert_close(
-        out.loss, out.reconstruction_loss + out.latent_losses.sum() + out.kl_losses.sum()
-    )
+    torch.testing.assert_close(out.loss, out.reconstruction_loss + rate(out))
 
 
 @pytest.mark.parametrize("name", ["sqvae2", "vqvae2"])
