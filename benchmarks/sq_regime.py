@@ -185,10 +185,7 @@ RATIOS = {  # name -> (SQ variants, the best of which is compared; VQ twin)
     "sq_data_cal_warm / vq_data (k-means, s² calibrated, rate warm-up)": (("sq_data_cal_warm",), "vq_data"),
     "sq_data_warm / vq_data (k-means, s² 0.03, rate warm-up)": (("sq_data_warm",), "vq_data"),
     "best SQ warm-up / vq_data_warm (both warmed up)": (("sq_data_cal_warm", "sq_data_warm"), "vq_data_warm"),
-    "best SQ / vq_reset": (
-        ("sq", "sq_data", "sq_data_cal", "sq_data_cal_warm"),
-        "vq_reset",
-    ),
+    "best SQ / vq_reset": (("sq", "sq_data", "sq_data_cal", "sq_data_cal_warm", "sq_data_warm"), "vq_reset"),
 }
 
 

@@ -375,7 +375,7 @@ def parse_args(argv=None):
     rec.add_argument(
         "--tokenizer", required=True, help="tokenizer run folder (or model folder + --data-config)"
     )
-    rec.add_argument("--weights", default="model")
+    rec.add_argument("--weights", default="model", help="model, model_ema or model_best (logging.keep_best)")
     rec.add_argument("--data-config", default=None)
     data = sub.add_parser("data", parents=[common], help="sanity checks: split halves, or noise")
     data.add_argument("--data-config", required=True)

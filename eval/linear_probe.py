@@ -123,7 +123,9 @@ def main(argv=None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tokenizer", required=True, help="tokenizer run folder")
-    parser.add_argument("--weights", default="model", help="model or model_ema")
+    parser.add_argument(
+        "--weights", default="model", help="model, model_ema or model_best (logging.keep_best)"
+    )
     parser.add_argument("--train-items", type=int, default=10000)
     parser.add_argument("--test-items", type=int, default=None, help="default: the whole test split")
     parser.add_argument("--epochs", type=int, default=30)

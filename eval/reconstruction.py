@@ -77,7 +77,9 @@ def main(argv=None) -> dict:
         "--tokenizer", required=True, help="tokenizer run folder (or model folder + --data-config)"
     )
     parser.add_argument("--split", default="test")
-    parser.add_argument("--weights", default="model", help="model or model_ema")
+    parser.add_argument(
+        "--weights", default="model", help="model, model_ema or model_best (logging.keep_best)"
+    )
     parser.add_argument("--data-config", default=None)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--max-images", type=int, default=None)

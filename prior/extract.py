@@ -195,7 +195,11 @@ def parse_args(argv=None):
     )
     parser.add_argument("--output", required=True, help="codes folder to write (resumes if it exists)")
     parser.add_argument("--splits", nargs="+", default=["train", "validation", "test"])
-    parser.add_argument("--weights", default="model", help="subfolder of the run: model or model_ema")
+    parser.add_argument(
+        "--weights",
+        default="model",
+        help="subfolder of the run: model, model_ema or model_best (logging.keep_best)",
+    )
     parser.add_argument("--data-config", default=None, help="YAML with a data: section (default: the run's)")
     parser.add_argument("--shard-size", type=int, default=10000)
     parser.add_argument("--batch-size", type=int, default=256)

@@ -602,6 +602,7 @@ class HQVAE(ModelMixin, ConfigMixin):
         kl_losses = torch.cat([g.kl_losses for g in group_outputs])
         commitment_losses = torch.cat([g.commitment_losses for g in group_outputs])
         codebook_losses = torch.cat([g.codebook_losses for g in group_outputs])
+        # (rate_warmup_steps: the terms pulling the encoder onto the codes are weighted < 1 early in training)
         rate = latent_losses.sum() + kl_losses.sum() + commitment_losses.sum()
         loss = reconstruction_loss + rate * self.rate_weight + codebook_losses.sum()
 
