@@ -79,6 +79,8 @@ API = [
     ("model sq groups shared", lambda o: _model(sq_groups=2, codebook_sizes=16, layers_per_resolution=[2], share_codebook=True)(), r"share_codebook is not available with product codebooks \(sq_groups=2\)"),
     ("model codebook_init", lambda o: _model(codebook_init="kmeans")(), "codebook_init must be .* got 'kmeans'"),
     ("model rate warm-up", lambda o: _model(rate_warmup_steps=-1)(), "rate_warmup_steps must be >= 0, got -1"),
+    ("model codebook noise", lambda o: _model(codebook_init="data", codebook_init_noise=-0.1)(), "codebook_init_noise must be >= 0, got -0.1"),
+    ("model codebook noise random", lambda o: _model(codebook_init_noise=0.1)(), "codebook_init_noise jitters data-initialised codes: .* got codebook_init='random'"),
     ("model residual objective", lambda o: _model(residual_objective="mean")(), "residual_objective must be"),
     ("model from_pretrained missing", lambda o: HQVAE.from_pretrained(str(ROOT / "no_such_model")), "no_such_model"),
     # sampling through the pipeline (masked stack, RQ-Transformer, contextual)

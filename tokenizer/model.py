@@ -106,6 +106,14 @@ class HQVAE(ModelMixin, ConfigMixin):
             (``Codebook.init_from_data``). The objective is unchanged; it only moves where the codes start, for
             SQ and VQ alike (with random codes far from the encoder outputs, most codes never get posterior
             weight, hence no gradient, and stay dead).
+        codebook_init_noise: with codebook_init "data" or "samples", add isotropic Gaussian noise of this
+            standard deviation to every initialised code (0: none). The k-means codes of the first batch
+            inherit the encoder outputs' anisotropy at initialisation, and SQ's relaxed sample passes the
+            decoder's gradient to the encoder only through the covariance of the codes that share a posterior
+            (dz_q / dz~ = Cov_w(b) / (tau s^2)), so the direction the codes already spread along grows fastest
+            and an injected layer ends one-dimensional; noise on the scale of s (sqrt(init_variance)) spreads
+            the codes in every direction. Only where the codes start changes, for SQ and VQ alike
+            (docs/sq_vs_vq.md 11e).
         init_entropy_fraction: SQ with codebook_init="data": at the same first training forward, each s_l^2 is
             set so that the batch's mean posterior entropy is this fraction of log K_l (calibrated to the
             actual scale of codes and encoder outputs, which differs by orders of magnitude between data sets
@@ -165,6 +173,7 @@ class HQVAE(ModelMixin, ConfigMixin):
         share_codebook: bool = False,
         codebook_init_std: float = 1.0,
         codebook_init: Literal["random", "data", "samples"] = "random",
+        codebook_init_noise: float = 0.0,
         init_entropy_fraction: float | None = None,
         init_variance: float = 1.0,
         rate_warmup_steps: int = 0,
@@ -222,6 +231,13 @@ class HQVAE(ModelMixin, ConfigMixin):
             )
         if codebook_init not in ("random", "data", "samples"):
             raise ValueError(f"codebook_init must be 'random', 'data' or 'samples', got {codebook_init!r}")
+        if not codebook_init_noise >= 0:
+            raise ValueError(f"codebook_init_noise must be >= 0, got {codebook_init_noise}")
+        if codebook_init_noise > 0 and codebook_init == "random":
+            raise ValueError(
+                "codebook_init_noise jitters data-initialised codes: it needs codebook_init 'data' or 'samples' "
+                f"(random codes already have codebook_init_std), got codebook_init={codebook_init!r}"
+            )
         if init_entropy_fraction is not None:
             if quantizer != "sq" or codebook_init == "random":
                 raise ValueError(
@@ -453,6 +469,7 @@ class HQVAE(ModelMixin, ConfigMixin):
                 self.config.codebook_init if init else False,
                 fraction,
                 batch_size=images.shape[0],
+                init_noise=self.config.codebook_init_noise,
                 mode=mode,
                 temperature=temperature,
                 generator=generator,

@@ -72,7 +72,9 @@ class _ImplicitCodebook(nn.Module):
         """Code vectors in the model's embedding space, (*indices.shape, d), fp32."""
         return self.project_out(self.code_vectors(indices).float()).float()
 
-    def init_from_data(self, z: torch.Tensor, iterations: int = 10, method: str = "kmeans") -> None:
+    def init_from_data(
+        self, z: torch.Tensor, iterations: int = 10, method: str = "kmeans", noise: float = 0.0
+    ) -> None:
         """Nothing to initialise: the codes are fixed points of the level grid (the projections learn)."""
 
 
@@ -290,9 +292,11 @@ class _ProductCodebook(nn.Module):
         digits = (indices.long().unsqueeze(-1) // self.radix) % self.sub_size
         return torch.cat([book.lookup(digits[..., m]) for m, book in enumerate(self.part_codebooks())], -1)
 
-    def init_from_data(self, z: torch.Tensor, iterations: int = 10, method: str = "kmeans") -> None:
+    def init_from_data(
+        self, z: torch.Tensor, iterations: int = 10, method: str = "kmeans", noise: float = 0.0
+    ) -> None:
         for book, rows in zip(self.part_codebooks(), z.split(self.split_sizes, -1)):
-            book.init_from_data(rows, iterations, method)
+            book.init_from_data(rows, iterations, method, noise)
 
     def _index(self, indices: list[torch.Tensor]) -> torch.Tensor:
         return sum(i * self.radix[m] for m, i in enumerate(indices))

@@ -195,9 +195,12 @@ class Codebook(nn.Module):
             self.register_buffer("ema_embed_sum", self.weight.detach().clone())
 
     @torch.no_grad()
-    def init_from_data(self, z: torch.Tensor, iterations: int = 10, method: str = "kmeans") -> None:
+    def init_from_data(
+        self, z: torch.Tensor, iterations: int = 10, method: str = "kmeans", noise: float = 0.0
+    ) -> None:
         """Data-dependent initialisation: the codes become k-means centroids of the rows z (N, d)
-        (``method="kmeans"``), or K rows of z drawn at random (``"samples"``, with replacement when N < K).
+        (``method="kmeans"``), or K rows of z drawn at random (``"samples"``, with replacement when N < K),
+        plus isotropic Gaussian noise of standard deviation ``noise`` (torch's global RNG; 0: none).
 
         Seeds with k-means++ (rows drawn with replacement, plus a small jitter, when N < K) and runs
         ``iterations`` Lloyd steps on at most 16 K random rows; a centroid that loses all its rows keeps its
@@ -210,6 +213,8 @@ class Codebook(nn.Module):
             raise ValueError(f"cannot initialise a codebook from {z.shape[0]} row(s); need at least 2")
         if method not in ("kmeans", "samples"):
             raise ValueError(f"method must be 'kmeans' or 'samples', got {method!r}")
+        if not noise >= 0:
+            raise ValueError(f"noise must be >= 0, got {noise}")
         if method == "samples":
             replace = z.shape[0] < self.codebook_size
             rows = (
@@ -221,6 +226,8 @@ class Codebook(nn.Module):
         else:
             with _fp32_no_autocast(z.device):  # distances in fp32 even under a bf16 autocast
                 centroids = _kmeans(z, self.codebook_size, iterations)
+        if noise > 0:
+            centroids = centroids + noise * torch.randn_like(centroids)
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             dist.broadcast(centroids, src=0)
         self.weight.data.copy_(centroids.to(self.weight.dtype))
@@ -712,6 +719,7 @@ class ResidualQuantizer(nn.Module):
         init_codebooks: bool = False,
         init_entropy_fraction: float | None = None,
         batch_size: int = 1,
+        init_noise: float = 0.0,
         **kwargs,
     ) -> GroupOutput:
         """Quantizes the rows ``target`` (N, d) of ``batch_size`` images; ``kwargs``: ``mode``,
@@ -719,7 +727,7 @@ class ResidualQuantizer(nn.Module):
 
         ``init_codebooks``: first set each layer's own codebook from the rows it quantizes (True / "data":
         k-means, "samples": random rows; ``Codebook.init_from_data``; a shared codebook is set once, from the
-        first layer's input), and with
+        first layer's input; ``init_noise``: the std of isotropic Gaussian noise added to the new codes), and with
         ``init_entropy_fraction`` calibrate each SQ layer's s^2 on the same rows
         (``StochasticQuantizer.calibrate_variance``)."""
         outputs = []
@@ -727,7 +735,7 @@ class ResidualQuantizer(nn.Module):
         method = "samples" if init_codebooks == "samples" else "kmeans"
         for layer in self.layers:
             if init_codebooks and not hasattr(layer, "_shared"):
-                layer.get_codebook().init_from_data(residual, method=method)
+                layer.get_codebook().init_from_data(residual, method=method, noise=init_noise)
             if init_codebooks and init_entropy_fraction is not None:
                 layer.calibrate_variance(residual, init_entropy_fraction)
             out = layer(residual, **kwargs)

@@ -396,6 +396,20 @@ def test_data_codebook_init_runs_once_at_the_first_training_forward(name):
         )
 
 
+@pytest.mark.parametrize("name", ["sqvae2", "rsqvae_shared", "vqvae2"])
+def test_codebook_init_noise_jitters_the_data_codes_of_every_layer(name):
+    codes = []
+    for noise in (0.0, 0.5):
+        torch.manual_seed(0)
+        model = make(name, codebook_init="data", codebook_init_noise=noise).train()
+        model(images())
+        codes.append([p.detach().clone() for n, p in model.named_parameters() if "codebook.weight" in n])
+    for plain, noisy in zip(*codes):  # the same k-means codes, then N(0, 0.5^2) in every dimension
+        torch.testing.assert_close((noisy - plain).std().item(), 0.5, rtol=0.25, atol=0)
+    with pytest.raises(ValueError, match="codebook_init_noise jitters data-initialised codes"):
+        make(name, codebook_init_noise=0.1)
+
+
 def test_data_codebook_init_skips_a_resumed_model():
     model = make("sqvae2", codebook_init="data")
     model.global_step += 5  # a resumed or loaded model

@@ -97,6 +97,38 @@ def test_sq_gradcheck_relaxed():
     assert torch.autograd.gradcheck(fn, [t.clone().requires_grad_() for t in (z, codebook, log_var)])
 
 
+def test_sq_relaxed_jacobian_is_the_code_covariance_over_tau_s2():
+    """dz_q / dz~ = Cov_w(b) / (tau s^2) under the sample's own weights (benchmarks/encoder_gradients.py,
+    docs/sq_vs_vq.md 11e): the decoder's gradient reaches the encoder only where the mixed codes differ."""
+    z, codebook, log_var = _inputs(n=5, k=6, d=4)
+    tau, seed = 0.7, 9
+
+    def fused(z):
+        gen = torch.Generator().manual_seed(seed)
+        return _StochasticQuantize.apply(z, codebook, log_var, tau, "relaxed", gen, 1 << 24)[0]
+
+    jacobian = torch.autograd.functional.jacobian(fused, z)  # (n, d, n, d)
+    logits = -((z.unsqueeze(1) - codebook.unsqueeze(0)) ** 2).sum(-1) / (2 * log_var.exp())
+    weights = torch.softmax((logits + _gumbel(5, 6, seed)) / tau, -1)
+    for i in range(z.shape[0]):
+        mean = weights[i] @ codebook
+        covariance = (weights[i, :, None] * codebook).T @ codebook - torch.outer(mean, mean)
+        torch.testing.assert_close(
+            jacobian[i, :, i], covariance / (tau * log_var.exp()), rtol=1e-8, atol=1e-12
+        )
+        others = [j for j in range(z.shape[0]) if j != i]
+        assert jacobian[i][:, others].abs().max() == 0  # rows are quantized independently
+
+    # Codes on a line (they differ along the first axis only): no gradient reaches z~ along any other axis.
+    line = torch.zeros(6, 4, dtype=torch.float64)
+    line[:, 0] = torch.linspace(-1, 1, 6, dtype=torch.float64)
+    z_line = z.clone().requires_grad_()
+    gen = torch.Generator().manual_seed(seed)
+    q = _StochasticQuantize.apply(z_line, line, log_var, tau, "relaxed", gen, 1 << 24)[0]
+    (q * torch.randn_like(q)).sum().backward()
+    assert z_line.grad[:, 1:].abs().max() < 1e-12 < z_line.grad[:, 0].abs().max()
+
+
 def test_sq_layer_modes_and_fp32_under_autocast():
     torch.manual_seed(0)
     sq = StochasticQuantizer(16, 8, init_variance=0.5)
@@ -241,6 +273,25 @@ def test_codebook_init_from_data_places_codes_at_kmeans_centroids(use_ema):
     if use_ema:
         torch.testing.assert_close(codebook.ema_embed_sum, codebook.weight.detach())
         assert torch.all(codebook.ema_cluster_size == 1)
+
+
+def test_codebook_init_from_data_adds_isotropic_noise_reproducibly():
+    z = torch.randn(2000, 16) * torch.logspace(0, -3, 16)  # an anisotropic cloud: one direction dominates
+    books = []
+    for noise in (0.0, 0.1, 0.1):
+        torch.manual_seed(0)
+        codebook = Codebook(64, 16, use_ema=True)
+        torch.manual_seed(1)
+        codebook.init_from_data(z, noise=noise)
+        books.append(codebook)
+    offset = books[1].weight.detach() - books[0].weight.detach()  # same k-means, then the noise
+    torch.testing.assert_close(offset.std().item(), 0.1, rtol=0.1, atol=0)
+    assert offset.std(0).min() > 0.07  # every direction, the weak ones included
+    assert torch.equal(books[1].weight, books[2].weight)  # reproducible from torch's seed
+    # EMA restarts from the codes
+    torch.testing.assert_close(books[1].ema_embed_sum, books[1].weight.detach())
+    with pytest.raises(ValueError, match="noise must be >= 0"):
+        books[0].init_from_data(z, noise=-1.0)
 
 
 def test_codebook_init_from_data_with_fewer_rows_than_codes_gives_distinct_codes():
