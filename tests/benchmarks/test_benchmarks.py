@@ -219,6 +219,8 @@ def test_sq_regime_variants_and_ratios_are_consistent():
         sq_regime.VARIANTS["vq_data_warm"]["rate_warmup_steps"]
         == sq_regime.VARIANTS["sq_data_warm"]["rate_warmup_steps"]
     )  # the VQ twin gets the same warm-up
+    noise = sq_regime.VARIANTS["sq_data_noise"]["codebook_init_noise"]
+    assert sq_regime.VARIANTS["vq_data_noise"]["codebook_init_noise"] == noise > 0  # and the same noise
 
 
 def test_sq_regime_runs_a_cell_and_writes_its_table_and_plot(idx_dataset, tmp_path, capsys, monkeypatch):
@@ -422,6 +424,30 @@ def test_latent_dimensions_measures_each_layers_input_and_codebook(tokenizer_run
     assert all("input_directions_above_s2" in layer for layer in sq["layers"])
     assert not any("s2" in layer for layer in vq["layers"])
     assert "| sq | 0 |" in capsys.readouterr().out
+
+
+def test_encoder_gradients_straight_through_gain_is_one_and_sq_gain_measured(
+    tokenizer_runs, tmp_path, capsys
+):
+    import encoder_gradients
+
+    sq_run, vq_run = str(tokenizer_runs["tiny_sqvae2"]), str(tokenizer_runs["tiny_rqvae"])
+    argv = ["--batches", "2", "--batch-size", "4", "--split", "train"]
+    sq, vq = encoder_gradients.main([sq_run, vq_run, *argv, "--output", str(tmp_path / "grads.json")])
+    assert len(sq["resolutions"]) == 2 and len(vq["resolutions"]) == 1  # tiny_rqvae: one residual group
+    assert vq["resolutions"][0]["gain"] == pytest.approx(1.0)  # straight-through: the encoder gets it all
+    for r in sq["resolutions"] + vq["resolutions"]:
+        for part in ("asked", "decoder", "rate"):
+            assert 0.0 <= r[part]["fraction_on_input_top"] <= 1.0 + 1e-9
+            assert 1.0 <= r[part]["participation_ratio"] <= 8.0 + 1e-6  # embedding_dim 8
+    assert all(0 < r["gain"] < float("inf") and r["s2"] > 0 for r in sq["resolutions"])
+    assert encoder_gradients.main([sq_run, *argv]) == [sq]  # seeded batches and noise
+    init = encoder_gradients.main([sq_run, *argv, "--checkpoint", "init"])[0]
+    assert init["step"] == 0
+    assert init["resolutions"][0]["s2"] == pytest.approx(sq["resolutions"][0]["s2"], rel=0.5)
+    assert "| init (step 0) | 1 |" in capsys.readouterr().out
+    with pytest.raises(FileNotFoundError, match="step-00000099"):
+        encoder_gradients.main([sq_run, "--checkpoint", "step-00000099"])
 
 
 def test_latent_dimensions_counts_directions_above_s2_and_code_spread():
