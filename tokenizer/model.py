@@ -111,9 +111,10 @@ class HQVAE(ModelMixin, ConfigMixin):
             inherit the encoder outputs' anisotropy at initialisation, and SQ's relaxed sample passes the
             decoder's gradient to the encoder only through the covariance of the codes that share a posterior
             (dz_q / dz~ = Cov_w(b) / (tau s^2)), so the direction the codes already spread along grows fastest
-            and an injected layer ends one-dimensional; noise on the scale of s (sqrt(init_variance)) spreads
-            the codes in every direction. Only where the codes start changes, for SQ and VQ alike
-            (docs/sq_vs_vq.md 11e).
+            and an injected layer ends one-dimensional; noise of ~0.6 s (0.1 at init_variance 0.03) spreads
+            the codes in every direction (measured: 0.05 too little, 0.35 = 2 s lets the posteriors collapse).
+            Only where the codes start changes, for SQ and VQ alike (VQ-VAE-2 got worse with it; docs/sq_vs_vq.md
+            11e).
         init_entropy_fraction: SQ with codebook_init="data": at the same first training forward, each s_l^2 is
             set so that the batch's mean posterior entropy is this fraction of log K_l (calibrated to the
             actual scale of codes and encoder outputs, which differs by orders of magnitude between data sets
