@@ -28,7 +28,7 @@ import itertools
 
 import torch
 from latent_dimensions import participation_ratio
-from run_analysis import load_run, main_over_runs, split_images
+from run_analysis import load_run, main_over_runs, split_images, table_header
 from variance_forces import load_weights
 
 from tokenizer.model import HQVAE
@@ -134,11 +134,10 @@ def analyse(run, args: argparse.Namespace) -> dict:
 
 
 def to_markdown(results: list[dict]) -> str:
-    lines = [
-        "| run | at | resolution | input PR; top eigenvalues | s² | decoder asks: PR, on input top | encoder "
-        "receives: PR, on input top | gain | decoder / rate (RMS) | rate: PR, on input top |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    lines = table_header(
+        ["run", "at", "resolution", "input PR; top eigenvalues", "s²", "decoder asks: PR, on input top",
+         "encoder receives: PR, on input top", "gain", "decoder / rate (RMS)", "rate: PR, on input top"]
+    )  # fmt: skip
     for result in results:
         for index, r in enumerate(result["resolutions"]):
             s2 = "–" if r["s2"] is None else f"{r['s2']:.3g}"

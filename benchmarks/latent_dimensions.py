@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 
 import torch
-from run_analysis import load_run, main_over_runs, split_images
+from run_analysis import load_run, main_over_runs, split_images, table_header
 
 from tokenizer.model import _to_rows
 
@@ -117,11 +117,10 @@ def analyse(run, args: argparse.Namespace) -> dict:
 
 
 def to_markdown(results: list[dict]) -> str:
-    lines = [
-        "| run | quantizer | layer | input participation ratio | top input eigenvalues | input directions > s² "
-        "| codebook participation ratio | code spread (RMS) | LFQ: median abs(u), near a flip, at the bound |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+    lines = table_header(
+        ["run", "quantizer", "layer", "input participation ratio", "top input eigenvalues", "input directions > s²",
+         "codebook participation ratio", "code spread (RMS)", "LFQ: median abs(u), near a flip, at the bound"]
+    )  # fmt: skip
     for result in results:
         for index, layer in enumerate(result["layers"]):
             named = [(str(index), layer)] + [

@@ -32,6 +32,11 @@ def split_images(model, data, split: str, batch_size: int, desc: str) -> Iterato
             yield images.float()
 
 
+def table_header(columns: list[str]) -> list[str]:
+    """The first two lines of a markdown table with these column names."""
+    return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+
+
 def main_over_runs(
     argv,
     description: str,
