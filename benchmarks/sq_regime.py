@@ -22,6 +22,8 @@ VQ + reset, then per variant the test RMSE (mean ± std over seeds), per-layer p
 measured test KL next to KL_max, and SQ's final s^2 and entropy. Results (``results.json``, ``results.md``, ``regime.png``: the ratios
 against rho) land in ``runs/benchmarks/sq_regime_<steps>/``; a killed sweep resumes where it stopped, and
 ``--extend-from`` continues a shorter sweep's runs to a longer budget (``tokenizer_quality.seed_from_shorter``).
+``--embedding-dim`` and ``--codebook-init-noise`` change the latent width d (64) and the ``*_noise`` variants'
+noise std (0.1) of every run (give such a sweep its own ``--output``).
 """
 
 from __future__ import annotations
@@ -117,7 +119,14 @@ VARIANTS: dict[str, dict] = {
 }
 
 
-def cell_model(cell: dict, variant: str) -> dict:
+def cell_model(
+    cell: dict, variant: str, embedding_dim: int | None = None, noise: float | None = None
+) -> dict:
+    """The model config of ``variant`` in ``cell``; ``embedding_dim`` replaces SMALL's latent width d (64), and
+    ``noise`` the codebook noise std of the ``*_noise`` variants (NOISE, 0.1)."""
+    overrides = {} if embedding_dim is None else {"embedding_dim": embedding_dim}
+    if noise is not None and "codebook_init_noise" in VARIANTS[variant]:
+        overrides["codebook_init_noise"] = noise
     return {
         **SMALL,
         "in_channels": cell["channels"],
@@ -126,6 +135,7 @@ def cell_model(cell: dict, variant: str) -> dict:
         "codebook_sizes": cell["codes"],
         "share_codebook": cell.get("share", False),
         **VARIANTS[variant],
+        **overrides,
     }
 
 
@@ -154,16 +164,19 @@ def run(
     variance_lr_multiplier: float = 1.0,
     extend_root: Path | None = None,
     validate_every: int | None = None,
+    embedding_dim: int | None = None,
+    noise: float | None = None,
 ) -> list[dict]:
     """Every cell x variant x seed (seed-major, then cell), saving ``results.json`` after each run;
-    ``extend_root``: a sweep at a shorter budget whose runs of the same names these continue."""
+    ``extend_root``: a sweep at a shorter budget whose runs of the same names these continue;
+    ``embedding_dim`` / ``noise``: ``cell_model``'s overrides."""
     rows = []
     for seed in seeds:
         for name in cells:
             cell = CELLS[name]
             data = cell_data(cell, data_root, fashion_mnist_path)
             for variant in variants:
-                model = cell_model(cell, variant)
+                model = cell_model(cell, variant, embedding_dim, noise)
                 run_name = Path(name) / (variant if seed == 0 else f"{variant}_seed{seed}")
                 run_dir = out_root / run_name
                 sq_only = (
@@ -321,7 +334,20 @@ def main(argv=None):
         default=1.0,
         help="SQ log s^2 LR / learning rate (SQ variants)",
     )
+    parser.add_argument(
+        "--embedding-dim", type=int, default=None, help="latent width d of every cell (default 64)"
+    )
+    parser.add_argument(
+        "--codebook-init-noise",
+        type=float,
+        default=None,
+        help=f"std of the *_noise variants' codebook noise (default {NOISE['codebook_init_noise']})",
+    )
     args = parser.parse_args(argv)
+    if args.embedding_dim is not None and args.embedding_dim < 1:
+        parser.error(f"--embedding-dim must be >= 1, got {args.embedding_dim}")
+    if args.codebook_init_noise is not None and not args.codebook_init_noise >= 0:
+        parser.error(f"--codebook-init-noise must be >= 0, got {args.codebook_init_noise}")
     warn_constant_lr(args.steps, args.validate_every)
     out_root = args.output or Path("runs/benchmarks") / f"sq_regime_{args.steps}"
     out_root.mkdir(parents=True, exist_ok=True)
@@ -337,6 +363,8 @@ def main(argv=None):
         args.variance_lr_multiplier,
         args.extend_from,
         args.validate_every,
+        args.embedding_dim,
+        args.codebook_init_noise,
     )
     table = to_markdown(rows, args.steps)
     (out_root / "results.md").write_text(table)

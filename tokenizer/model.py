@@ -114,7 +114,7 @@ class HQVAE(ModelMixin, ConfigMixin):
             and an injected layer ends one-dimensional; noise of ~0.6 s (0.1 at init_variance 0.03) spreads
             the codes in every direction (measured: 0.05 too little, 0.35 = 2 s lets the posteriors collapse).
             Only where the codes start changes, for SQ and VQ alike (VQ-VAE-2 got worse with it; docs/sq_vs_vq.md
-            11e).
+            11e). The scale is relative to s, not to d: 0.1 lifted the bottom layer at d = 16, 64 and 256 (11f).
         init_entropy_fraction: SQ with codebook_init="data": at the same first training forward, each s_l^2 is
             set so that the batch's mean posterior entropy is this fraction of log K_l (calibrated to the
             actual scale of codes and encoder outputs, which differs by orders of magnitude between data sets

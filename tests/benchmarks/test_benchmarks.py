@@ -223,6 +223,20 @@ def test_sq_regime_variants_and_ratios_are_consistent():
     assert sq_regime.VARIANTS["vq_data_noise"]["codebook_init_noise"] == noise > 0  # and the same noise
 
 
+def test_sq_regime_overrides_width_and_noise_of_the_noise_variants_only():
+    cell = sq_regime.CELLS["photo32_4x4+8x8_k512"]
+    for variant in ("sq_data_noise", "vq_data_noise"):
+        model = sq_regime.cell_model(cell, variant, embedding_dim=16, noise=0.2)
+        assert (model["embedding_dim"], model["codebook_init_noise"]) == (16, 0.2)
+    plain = sq_regime.cell_model(cell, "sq_data", embedding_dim=16, noise=0.2)
+    assert plain["embedding_dim"] == 16 and "codebook_init_noise" not in plain
+    default = sq_regime.cell_model(cell, "sq_data_noise")  # the shipped sweeps' configs are unchanged
+    assert (default["embedding_dim"], default["codebook_init_noise"]) == (64, 0.1)
+    for flag, value in (("--embedding-dim", "0"), ("--codebook-init-noise", "-0.1")):
+        with pytest.raises(SystemExit):
+            sq_regime.main([flag, value])
+
+
 def test_sq_regime_runs_a_cell_and_writes_its_table_and_plot(idx_dataset, tmp_path, capsys, monkeypatch):
     cell = "fmnist32_4x4+8x8_k64"
     args = ["--steps", "2", "--cells", cell, "--variants", "sq_data", "sq_data_cal", "vq_data", "--output"]
